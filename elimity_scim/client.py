@@ -1,0 +1,504 @@
+"""Read resources from a SCIM 2.0 service provider (RFC 7644)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import InvalidHeader, MaxRetryError, ProtocolError
+from urllib3.response import BaseHTTPResponse
+from urllib3.util.retry import Retry
+
+from elimity_scim.connector.http import transport_reason, without_query
+from elimity_scim.diagnostics import Warnings
+from elimity_scim.errors import (
+    ScimPagingError,
+    ScimPayloadError,
+    ScimRequestError,
+)
+
+logger = logging.getLogger(__name__)
+
+JsonObject = dict[str, object]
+Params = Mapping[str, str | int]
+PagingMode = Literal["index", "cursor"]
+
+ACCEPT = "application/scim+json, application/json"
+# Statuses worth another attempt: rate limits and overload (RFC 7644 §3.12 lists
+# 429 and 503; providers such as Slack also signal overload with 500).
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+_MAX_EMPTY_CURSOR_PAGES = 10
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Operational limits of a SCIM client."""
+
+    timeout: float = 60.0
+    page_size: int = 100
+    retry_attempts: int = 5
+    retry_backoff: float = 1.0
+    retry_after_max: float = 120.0
+    max_response_bytes: int = 128 * 1024 * 1024
+    verify: bool | str = True
+    cert: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class Paging:
+    """How a server pages its lists: by index or by cursor, and the page size."""
+
+    mode: PagingMode
+    page_size: int
+    cursor_supported: bool = False
+
+
+@dataclass
+class Listing:
+    """What one listing of an endpoint brought, for checks after the last page."""
+
+    seen: set[str] = field(default_factory=set)
+    total: int | None = None
+    pages: int = 0
+
+
+class RetryAfterTooLongError(Exception):
+    """The server asked to wait longer than the configured maximum."""
+
+    def __init__(self, seconds: float, status: int) -> None:
+        super().__init__(f"Retry-After {seconds:.0f} s")
+        self.seconds = seconds
+        self.status = status
+
+
+class ScimRetry(Retry):
+    """urllib3's retry policy, reporting each retry and capping ``Retry-After``."""
+
+    on_retry: Callable[[int | None], None] | None = None
+    wait_limit: float = 120.0
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: object = None,
+        _stacktrace: object = None,
+    ) -> ScimRetry:
+        """Count one failed attempt and tell the observer about it."""
+        if self.on_retry is not None:
+            self.on_retry(response.status if response is not None else None)
+        return super().increment(method, url, response, error, _pool, _stacktrace)  # type: ignore[arg-type]
+
+    def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
+        """Return the server's ``Retry-After``, refusing waits beyond the cap."""
+        try:
+            seconds = super().get_retry_after(response)
+        except InvalidHeader:
+            return None  # an unreadable Retry-After falls back to backoff
+        if seconds is not None and seconds > self.wait_limit:
+            raise RetryAfterTooLongError(seconds, response.status)
+        return seconds
+
+
+class ScimClient:
+    """A SCIM 2.0 client for one service provider, with retries and paging."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        username: str | None,
+        password: str,
+        settings: ClientSettings,
+        warnings: Warnings | None = None,
+        on_retry: Callable[[int | None], None] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.settings = settings
+        self.warnings = warnings if warnings is not None else Warnings()
+        self.requests_sent = 0
+        self.retry = _retry_policy(settings, on_retry)
+        self._session = _session(username, password, settings, self.retry)
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self._session.close()
+
+    def url(self, path: str) -> str:
+        """Return the absolute URL of an endpoint path such as ``Users``."""
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    def get(
+        self,
+        path: str,
+        params: Params | None = None,
+        *,
+        end_statuses: tuple[int, ...] = (),
+    ) -> JsonObject | None:
+        """GET a JSON object; ``None`` when the status is one of ``end_statuses``."""
+        url = self.url(path)
+        response, body = self._fetch(url, params)
+        if response.status_code in end_statuses:
+            return None
+        if not 200 <= response.status_code < 300:
+            hint = ""
+            if response.status_code in RETRY_STATUSES:
+                hint = f"gave up after {self.settings.retry_attempts} attempts"
+            raise ScimRequestError.from_response(response, body, hint=hint)
+        return _json_object(response, body, url)
+
+    def service_provider_config(self) -> JsonObject | None:
+        """Return ``/ServiceProviderConfig``, or ``None`` when it is not served."""
+        try:
+            return self.get("ServiceProviderConfig", end_statuses=(400, 401, 403, 404))
+        except (ScimPayloadError, ScimRequestError) as exc:
+            logger.info("No usable ServiceProviderConfig: %s", exc)
+            return None
+
+    def paging(self, config: JsonObject | None) -> Paging:
+        """Choose the paging mode and page size from a ServiceProviderConfig."""
+        size = self.settings.page_size
+        lowered = _lowered(config or {})
+        pagination = _lowered(_as_object(lowered.get("pagination")))
+        filter_ = _lowered(_as_object(lowered.get("filter")))
+        for cap in (filter_.get("maxresults"), pagination.get("maxpagesize")):
+            number = _as_int(cap)
+            if number is not None and number > 0:
+                size = min(size, number)
+        cursor = _as_bool(pagination.get("cursor")) is True
+        index = _as_bool(pagination.get("index")) is not False
+        default = str(pagination.get("defaultpaginationmethod", "")).lower()
+        mode: PagingMode = (
+            "cursor" if cursor and (not index or default == "cursor") else "index"
+        )
+        return Paging(mode=mode, page_size=size, cursor_supported=cursor)
+
+    def iter_resources(
+        self, endpoint: str, paging: Paging, params: Params | None = None
+    ) -> Iterator[JsonObject]:
+        """Yield every resource of an endpoint once, checking the listing is whole."""
+        listing = Listing()
+        for page in self.iter_pages(endpoint, paging, params, listing):
+            yield from page
+        if listing.total is not None and len(listing.seen) < listing.total:
+            self._confirm_short_listing(endpoint, paging, params, listing)
+
+    def iter_pages(
+        self,
+        endpoint: str,
+        paging: Paging,
+        params: Params | None,
+        listing: Listing,
+    ) -> Iterator[list[JsonObject]]:
+        """Yield the new resources of each page of one listing."""
+        if paging.mode == "cursor":
+            yield from self._cursor_pages(endpoint, paging, params or {}, listing, "")
+        else:
+            yield from self._index_pages(endpoint, paging, params or {}, listing)
+
+    def _index_pages(
+        self, endpoint: str, paging: Paging, params: Params, listing: Listing
+    ) -> Iterator[list[JsonObject]]:
+        # RFC 7644 §3.4.2.4: 1-based startIndex. Servers differ on totalResults and
+        # itemsPerPage, so advance by what arrived and confirm the end once.
+        start = 1
+        confirming = False
+        while True:
+            query = {**params, "startIndex": start, "count": paging.page_size}
+            end = (400, 404) if confirming else ()
+            body = self.get(endpoint, query, end_statuses=end)
+            if body is None:
+                return
+            resources, total, next_cursor = self._page(body, endpoint)
+            listing.pages += 1
+            if not resources:
+                return
+            fresh = self._fresh(resources, listing, endpoint)
+            if not fresh:
+                msg = (
+                    f"paging is broken at {self.url(endpoint)}: the page at startIndex "
+                    f"{start} repeats {len(resources)} resources already read"
+                )
+                raise ScimPagingError(msg)
+            yield fresh
+            if next_cursor:
+                # RFC 9865: the server pages by cursor even though we asked by index.
+                logger.info("%s returned nextCursor; following cursors", endpoint)
+                yield from self._cursor_pages(
+                    endpoint, paging, params, listing, next_cursor
+                )
+                return
+            start += len(resources)
+            listing.total = _max(listing.total, total)
+            confirming = listing.total is not None and start > listing.total
+
+    def _cursor_pages(
+        self,
+        endpoint: str,
+        paging: Paging,
+        params: Params,
+        listing: Listing,
+        cursor: str,
+    ) -> Iterator[list[JsonObject]]:
+        # RFC 9865 §2: an empty cursor asks for the first page; the last page has no
+        # nextCursor. startIndex never goes with cursor.
+        empty_pages = 0
+        while True:
+            query = {**params, "cursor": cursor, "count": paging.page_size}
+            body = self.get(endpoint, query)
+            assert body is not None  # noqa: S101 - no end statuses were given
+            resources, total, next_cursor = self._page(body, endpoint)
+            listing.pages += 1
+            listing.total = _max(listing.total, total)
+            fresh = self._fresh(resources, listing, endpoint)
+            if resources and not fresh:
+                msg = (
+                    f"paging is broken at {self.url(endpoint)}: a cursor page repeats "
+                    f"{len(resources)} resources already read"
+                )
+                raise ScimPagingError(msg)
+            if fresh:
+                yield fresh
+            empty_pages = 0 if resources else empty_pages + 1
+            if not next_cursor:
+                return
+            if next_cursor == cursor or empty_pages >= _MAX_EMPTY_CURSOR_PAGES:
+                msg = (
+                    f"paging is broken at {self.url(endpoint)}: nextCursor does not "
+                    "advance"
+                )
+                raise ScimPagingError(msg)
+            cursor = next_cursor
+
+    def _page(
+        self, body: JsonObject, endpoint: str
+    ) -> tuple[list[JsonObject], int | None, str | None]:
+        # RFC 7643 §2.1: attribute names are case-insensitive, ListResponse included.
+        lowered = _lowered(body)
+        raw = lowered.get("resources")
+        if raw is None:
+            raw = []  # RFC 7644 §3.4.2: Resources may be absent when empty
+        if not isinstance(raw, list):
+            msg = f"the list response of {self.url(endpoint)} has no Resources array"
+            raise ScimPayloadError(msg)
+        resources = [item for item in raw if isinstance(item, dict)]
+        if len(resources) < len(raw):
+            self.warnings.add(
+                f"list entries of {endpoint} that are not objects, skipped",
+                count=len(raw) - len(resources),
+            )
+        total_raw = lowered.get("totalresults")
+        total = _as_int(total_raw)
+        if isinstance(total_raw, str) and total is not None:
+            self.warnings.add("paging fields sent as strings")
+        next_cursor = lowered.get("nextcursor")
+        return resources, total, next_cursor if isinstance(next_cursor, str) else None
+
+    def _fresh(
+        self, resources: list[JsonObject], listing: Listing, endpoint: str
+    ) -> list[JsonObject]:
+        fresh = []
+        for resource in resources:
+            resource_id = resource_id_of(resource)
+            if resource_id is None:
+                self.warnings.add(f"{endpoint} without an id, skipped")
+                continue
+            if resource_id in listing.seen:
+                continue
+            listing.seen.add(resource_id)
+            fresh.append(resource)
+        return fresh
+
+    def _confirm_short_listing(
+        self, endpoint: str, paging: Paging, params: Params | None, first: Listing
+    ) -> None:
+        # A server that over-counts looks like paging that lost its place; only a
+        # second, identical reading tells them apart.
+        second = Listing()
+        for _ in self.iter_pages(
+            endpoint, paging, {**(params or {}), "attributes": "id"}, second
+        ):
+            pass
+        if second.seen != first.seen:
+            msg = (
+                f"the listing of {self.url(endpoint)} is unstable: two readings gave "
+                f"{len(first.seen)} and {len(second.seen)} resources with different "
+                f"ids (the server reports {first.total})"
+            )
+            raise ScimPagingError(msg)
+        logger.warning(
+            "%s reports totalResults %d but lists %d resources, twice the same; "
+            "accepting the listing",
+            endpoint,
+            first.total,
+            len(first.seen),
+        )
+        self.warnings.add(f"{endpoint} listing shorter than totalResults")
+
+    def _fetch(
+        self, url: str, params: Params | None
+    ) -> tuple[requests.Response, bytes]:
+        retry = self.retry
+        while True:
+            try:
+                self.requests_sent += 1
+                response = self._session.get(
+                    url, params=params, timeout=self.settings.timeout, stream=True
+                )
+                with response:
+                    return response, self._read_body(response, url)
+            except RetryAfterTooLongError as exc:
+                hint = (
+                    f"the server asked to wait {exc.seconds:.0f} s, longer than the "
+                    f"configured maximum of {self.settings.retry_after_max:.0f} s"
+                )
+                raise ScimRequestError(url, exc.status, None, hint=hint) from exc
+            except (
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ) as exc:
+                # Body-read failures happen after urllib3's own retries; apply the
+                # same policy to them.
+                try:
+                    retry = retry.increment("GET", url, error=ProtocolError(str(exc)))
+                except MaxRetryError:
+                    raise ScimRequestError(url, None, transport_reason(exc)) from exc
+                retry.sleep()
+            except requests.RequestException as exc:
+                raise ScimRequestError(url, None, transport_reason(exc)) from exc
+
+    def _read_body(self, response: requests.Response, url: str) -> bytes:
+        limit = self.settings.max_response_bytes
+        chunks = []
+        size = 0
+        for chunk in response.iter_content(chunk_size=1 << 16):
+            size += len(chunk)
+            if size > limit:
+                msg = (
+                    f"the response of {without_query(url)} is larger than the "
+                    f"limit of {limit} bytes"
+                )
+                raise ScimPayloadError(msg)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def resource_id_of(resource: Mapping[str, object]) -> str | None:
+    """Return a resource's ``id`` as a non-empty string, or ``None``."""
+    value = resource.get("id")
+    if value is None:
+        value = _lowered(resource).get("id")
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    return value if isinstance(value, str) and value else None
+
+
+def _json_object(response: requests.Response, body: bytes, url: str) -> JsonObject:
+    content_type = response.headers.get("Content-Type", "no Content-Type")
+    try:
+        parsed: object = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        looks_html = "html" in content_type.lower() or body.lstrip()[:1] == b"<"
+        what = "an HTML page, not SCIM JSON" if looks_html else "not valid JSON"
+        msg = (
+            f"the response of {without_query(url)} (status {response.status_code}, "
+            f"{content_type}) is {what}"
+        )
+        if looks_html:
+            msg += "; is the base URL right, or is a login page in the way?"
+        raise ScimPayloadError(msg) from exc
+    if not isinstance(parsed, dict):
+        msg = (
+            f"the response of {without_query(url)} ({content_type}) is JSON but not "
+            "an object"
+        )
+        raise ScimPayloadError(msg)
+    return parsed
+
+
+def _session(
+    username: str | None, password: str, settings: ClientSettings, retry: Retry
+) -> requests.Session:
+    session = requests.Session()
+    session.headers["Accept"] = ACCEPT
+    if username:
+        session.auth = (username, password)
+    else:
+        session.headers["Authorization"] = f"Bearer {password}"
+    session.verify = settings.verify
+    session.cert = settings.cert
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=32)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def _retry_policy(
+    settings: ClientSettings, on_retry: Callable[[int | None], None] | None
+) -> ScimRetry:
+    policy = type(
+        "BoundScimRetry",
+        (ScimRetry,),
+        {
+            "on_retry": staticmethod(on_retry) if on_retry else None,
+            "retry_after_max": settings.retry_after_max,
+        },
+    )
+    retry: ScimRetry = policy(
+        total=max(settings.retry_attempts - 1, 0),
+        redirect=5,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET"}),
+        backoff_factor=settings.retry_backoff,
+        backoff_max=max(settings.retry_after_max, settings.retry_backoff),
+        backoff_jitter=settings.retry_backoff,
+        raise_on_status=False,
+        respect_retry_after_header=True,
+        retry_after_max=10**9,  # never clamp: get_retry_after refuses long waits
+    )
+    return retry
+
+
+def _lowered(value: Mapping[str, object]) -> dict[str, object]:
+    return {key.lower(): item for key, item in value.items()}
+
+
+def _as_object(value: object) -> dict[str, object]:
+    return value if isinstance(value, dict) else {}
+
+
+def _as_int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _as_bool(value: object) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+def _max(current: int | None, new: int | None) -> int | None:
+    if new is None:
+        return current
+    return new if current is None else max(current, new)
+
+
+def host_of(url: str) -> str:
+    """Return the host name of a URL, lower-cased."""
+    return (urlsplit(url).hostname or "").lower()

@@ -1,0 +1,255 @@
+"""The ``elimity-connector`` command: list, describe, check and run sources."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from elimity_insights_client import Level
+
+from elimity_scim.connector.config import resolve, secret_values
+from elimity_scim.connector.contract import Source, load_source, source_names
+from elimity_scim.connector.delivery import (
+    InsightsTarget,
+    push_snapshot,
+    send_log,
+    write_snapshot_file,
+)
+from elimity_scim.connector.errors import (
+    ConfigurationError,
+    ConnectorError,
+    ExitCode,
+    PushError,
+)
+from elimity_scim.connector.logs import RedactingFormatter
+from elimity_scim.connector.snapshot import SnapshotValidator, validated
+
+logger = logging.getLogger(__name__)
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit status."""
+    args = _parser().parse_args(argv)
+    formatter = _configure_logging(
+        args.log_level or os.environ.get("ELIMITY_LOG_LEVEL")
+    )
+    try:
+        return int(args.handler(args, formatter))
+    except ConnectorError as exc:
+        logger.error("%s", exc)  # noqa: TRY400 - one line, no traceback
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        logger.error("interrupted; nothing was delivered")
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="elimity-connector",
+        description="Run Elimity Insights sources installed as plugins.",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        help="log verbosity (env ELIMITY_LOG_LEVEL; default INFO)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    listing = commands.add_parser("list", help="list the installed sources")
+    listing.set_defaults(handler=_list)
+    for name, handler, text in (
+        ("manifest", _manifest, "print a source's manifest"),
+        ("data-model", _data_model, "print the data model to import into Insights"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("source")
+        sub.set_defaults(handler=handler)
+
+    run = commands.add_parser("run", help="read a source and deliver a snapshot")
+    _source_arguments(run)
+    run.add_argument(
+        "--insights-url", help="Insights base URL (env ELIMITY_INSIGHTS_URL)"
+    )
+    run.add_argument(
+        "--source-id", help="Insights custom source id (env ELIMITY_SOURCE_ID)"
+    )
+    run.add_argument(
+        "--output",
+        type=Path,
+        help="write the snapshot JSON to this file instead of pushing it",
+    )
+    run.set_defaults(handler=_run)
+
+    check = commands.add_parser("check", help="diagnose a source's configuration")
+    _source_arguments(check)
+    check.set_defaults(handler=_check)
+    return parser
+
+
+def _source_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source")
+    parser.add_argument(
+        "--config", type=Path, help="JSON file with option and setting values"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting (not an option); repeatable",
+    )
+    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS)
+
+
+def _configure_logging(level: str | None) -> RedactingFormatter:
+    name = (level or "INFO").upper()
+    if name not in LOG_LEVELS:
+        name = "INFO"
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(name)
+    return formatter
+
+
+def _list(args: argparse.Namespace, formatter: RedactingFormatter) -> int:
+    for name in source_names():
+        manifest = load_source(name).manifest()
+        line = f"{name}\t{manifest.get('name', name)}\t{manifest.get('version', '')}"
+        sys.stdout.write(line + "\n")
+    return ExitCode.OK
+
+
+def _manifest(args: argparse.Namespace, formatter: RedactingFormatter) -> int:
+    _print_json(load_source(args.source).manifest())
+    return ExitCode.OK
+
+
+def _data_model(args: argparse.Namespace, formatter: RedactingFormatter) -> int:
+    _print_json(load_source(args.source).data_model())
+    return ExitCode.OK
+
+
+def _check(args: argparse.Namespace, formatter: RedactingFormatter) -> int:
+    source, options = _configured_source(args, formatter)
+    check = getattr(source, "check", None)
+    if check is None:
+        msg = f"source {args.source!r} offers no check"
+        raise ConfigurationError(msg)
+    for line in check(options):
+        sys.stdout.write(formatter.redact(str(line)) + "\n")
+        sys.stdout.flush()
+    return ExitCode.OK
+
+
+def _run(args: argparse.Namespace, formatter: RedactingFormatter) -> int:
+    source, options = _configured_source(args, formatter)
+    target = None if args.output else _insights_target(args, os.environ)
+    if target is not None:
+        formatter.add_secrets([target.token])
+    data_model = source.data_model()
+    validator = SnapshotValidator(data_model)
+    try:
+        items = validated(source.read(options), validator)
+        if target is None:
+            write_snapshot_file(args.output, items)
+        else:
+            push_snapshot(target, items)
+    except ConnectorError as exc:
+        _alert(target, exc, formatter)
+        raise
+    except Exception as exc:
+        logger.debug("internal error", exc_info=True)
+        error = ConnectorError(f"internal error: {type(exc).__name__}: {exc}")
+        _alert(target, error, formatter)
+        raise error from exc
+
+    summary = validator.counts.describe(data_model)
+    where = f"wrote {args.output}" if target is None else "pushed to Insights"
+    logger.info("Import complete, %s: %s", where, summary)
+    if target is not None:
+        send_log(target, Level.INFO, f"Imported {summary}")
+    return ExitCode.OK
+
+
+def _configured_source(
+    args: argparse.Namespace, formatter: RedactingFormatter
+) -> tuple[Source, dict[str, object]]:
+    if args.log_level:
+        logging.getLogger().setLevel(args.log_level)
+    source = load_source(args.source)
+    manifest = source.manifest()
+    options = resolve(
+        manifest, config_file=args.config, environ=os.environ, overrides=args.set
+    )
+    formatter.add_secrets(secret_values(manifest, options))
+    return source, options
+
+
+def _insights_target(
+    args: argparse.Namespace, environ: Mapping[str, str]
+) -> InsightsTarget:
+    url = args.insights_url or environ.get("ELIMITY_INSIGHTS_URL")
+    source_id = args.source_id or environ.get("ELIMITY_SOURCE_ID")
+    token = _insights_token(environ)
+    missing = [
+        name
+        for name, value in (
+            ("--insights-url or ELIMITY_INSIGHTS_URL", url),
+            ("--source-id or ELIMITY_SOURCE_ID", source_id),
+            ("ELIMITY_INSIGHTS_TOKEN or ELIMITY_INSIGHTS_TOKEN_FILE", token),
+        )
+        if not value
+    ]
+    if missing or url is None or source_id is None or token is None:
+        msg = "pushing needs " + ", ".join(missing) + " (or use --output FILE)"
+        raise ConfigurationError(msg)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
+        msg = f"the Insights URL must be http(s)://host[:port] without user info: {url}"
+        raise ConfigurationError(msg)
+    if not source_id.strip().isdigit():
+        msg = f"the Insights source id must be a number: {source_id!r}"
+        raise ConfigurationError(msg)
+    return InsightsTarget(url=url.rstrip("/"), source_id=int(source_id), token=token)
+
+
+def _insights_token(environ: Mapping[str, str]) -> str | None:
+    path = environ.get("ELIMITY_INSIGHTS_TOKEN_FILE")
+    if path and environ.get("ELIMITY_INSIGHTS_TOKEN"):
+        msg = "set either ELIMITY_INSIGHTS_TOKEN or ELIMITY_INSIGHTS_TOKEN_FILE"
+        raise ConfigurationError(msg)
+    if not path:
+        return environ.get("ELIMITY_INSIGHTS_TOKEN") or None
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n") or None
+    except OSError as exc:
+        msg = f"cannot read ELIMITY_INSIGHTS_TOKEN_FILE: {exc.strerror}"
+        raise ConfigurationError(msg) from exc
+
+
+def _alert(
+    target: InsightsTarget | None, exc: ConnectorError, formatter: RedactingFormatter
+) -> None:
+    if target is None or isinstance(exc, PushError):
+        return
+    message = formatter.redact(f"Import failed, nothing was imported: {exc}")
+    try:
+        send_log(target, Level.ALERT, message)
+    except PushError as log_error:
+        logger.warning("could not send the alert to Insights: %s", log_error)
+
+
+def _print_json(value: object) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,254 @@
+"""Who is in which group, kept compactly while resources stream past.
+
+Users are numbered as they are read and groups as they are first named, so that a
+membership costs a few bytes instead of a pair of strings. References are resolved
+once every resource has been read: by ``value``, and when that matches nothing by the
+last path segment of ``$ref`` (RFC 7643 §4.2 and §2.3.7).
+"""
+
+from __future__ import annotations
+
+import logging
+from array import array
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from elimity_insights_client import Relationship
+
+from elimity_scim.diagnostics import Warnings
+from elimity_scim.mapping import DIRECT, GROUP, INDIRECT, USER, membership
+
+logger = logging.getLogger(__name__)
+
+_DANGLING = "member references that point at nothing the server listed, dropped"
+_AMBIGUOUS = "member references without type matching both a user and a group id"
+
+
+@dataclass
+class _Group:
+    users: array[int] = field(default_factory=lambda: array("I"))
+    untyped_users: array[int] = field(default_factory=lambda: array("I"))
+    groups: array[int] = field(default_factory=lambda: array("I"))
+    unresolved: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+
+
+class Memberships:
+    """Collects memberships from any strategy and yields relationships."""
+
+    def __init__(self, warnings: Warnings) -> None:
+        self.warnings = warnings
+        self.user_ids: list[str] = []
+        self.user_index: dict[str, int] = {}
+        self.group_ids: list[str] = []
+        self.group_index: dict[str, int] = {}
+        self.listed_groups: list[int] = []
+        self._listed: set[int] = set()
+        self._groups: dict[int, _Group] = {}
+        self._resolved = False
+
+    def add_user(self, user_id: str) -> int:
+        """Number a user that the server listed."""
+        index = self.user_index.get(user_id)
+        if index is None:
+            index = self.user_index[user_id] = len(self.user_ids)
+            self.user_ids.append(user_id)
+        return index
+
+    def add_group(self, group_id: str) -> int:
+        """Record a group that the server listed, in listing order."""
+        index = self._group_key(group_id)
+        if index not in self._listed:
+            self._listed.add(index)
+            self.listed_groups.append(index)
+        return index
+
+    def add_member(self, group_id: str, member: object) -> None:
+        """Record one entry of a group's ``members`` attribute."""
+        if not isinstance(member, dict):
+            self.warnings.add("member entries that are not objects, skipped")
+            return
+        fields = {str(key).lower(): value for key, value in member.items()}
+        value = _text(fields.get("value"))
+        ref = _text(fields.get("$ref"))
+        kind = (_text(fields.get("type")) or "").lower() or None
+        group = self._group(self._group_key(group_id))
+        if value is None and ref is None:
+            self.warnings.add("member entries without value or $ref, skipped")
+            return
+        if kind == GROUP or (kind is None and ref is not None and _names_groups(ref)):
+            self._add_group_member(group, value, ref)
+            return
+        user = self.user_index.get(value) if value is not None else None
+        if user is None:
+            group.unresolved.append((value or "", kind, ref))
+        elif kind == USER:
+            group.users.append(user)
+        else:
+            group.untyped_users.append(user)
+
+    def add_user_group(self, user_id: str, group_value: str) -> None:
+        """Record a membership read from a user's ``groups`` attribute."""
+        user = self.user_index.get(user_id)
+        if user is not None:
+            self._group(self._group_key(group_value)).users.append(user)
+
+    def relationships(self, *, effective: bool) -> Iterator[Relationship]:
+        """Yield user→group (direct, then indirect) and group→group relationships."""
+        self._resolve()
+        user_groups = self._user_groups()
+        ancestors = self._ancestors() if effective else {}
+        for user, direct in enumerate(user_groups):
+            if not direct:
+                continue
+            user_id = self.user_ids[user]
+            for group in direct:
+                yield membership(user_id, USER, self.group_ids[group], DIRECT)
+            indirect = _indirect(direct, ancestors)
+            for group in indirect:
+                yield membership(user_id, USER, self.group_ids[group], INDIRECT)
+        for parent in self.listed_groups:
+            members = self._groups.get(parent)
+            for child in sorted(set(members.groups)) if members else ():
+                yield membership(
+                    self.group_ids[child], GROUP, self.group_ids[parent], None
+                )
+
+    def member_count(self, group_id: str) -> int:
+        """Return the number of distinct direct members of a listed group."""
+        self._resolve()
+        members = self._groups.get(self.group_index[group_id])
+        if members is None:
+            return 0
+        return len(set(members.users)) + len(set(members.groups))
+
+    def _group_key(self, group_id: str) -> int:
+        index = self.group_index.get(group_id)
+        if index is None:
+            index = self.group_index[group_id] = len(self.group_ids)
+            self.group_ids.append(group_id)
+        return index
+
+    def _group(self, index: int) -> _Group:
+        group = self._groups.get(index)
+        if group is None:
+            group = self._groups[index] = _Group()
+        return group
+
+    def _add_group_member(
+        self, group: _Group, value: str | None, ref: str | None
+    ) -> None:
+        if value is not None and value in self.group_index:
+            group.groups.append(self.group_index[value])
+        else:
+            group.unresolved.append((value or "", GROUP, ref))
+
+    def _resolve(self) -> None:
+        # Runs once, after every resource has been read: only then is it known
+        # which ids are groups, and which references point at nothing.
+        if self._resolved:
+            return
+        self._resolved = True
+        dangling: list[str] = []
+        ambiguous = {
+            self.user_index[self.group_ids[g]]
+            for g in self.listed_groups
+            if self.group_ids[g] in self.user_index
+        }
+        for index in list(self._groups):
+            group = self._groups[index]
+            if index not in self._listed:
+                dangling.append(self.group_ids[index])
+                del self._groups[index]
+                continue
+            self._resolve_untyped(group, ambiguous)
+            for value, kind, ref in group.unresolved:
+                if not self._resolve_reference(group, value, kind, ref):
+                    dangling.append(value or ref or "?")
+            group.unresolved.clear()
+            group.groups = array("I", (g for g in group.groups if g in self._listed))
+        for reference in dangling:
+            self.warnings.add(_DANGLING, reference)
+
+    def _resolve_untyped(self, group: _Group, ambiguous: set[int]) -> None:
+        for user in group.untyped_users:
+            if user in ambiguous:
+                # The issue's rule: an untyped value that is a known group id is a
+                # group, even when a user has the same id.
+                self.warnings.add(_AMBIGUOUS, self.user_ids[user])
+                group.groups.append(self.group_index[self.user_ids[user]])
+            else:
+                group.users.append(user)
+        group.untyped_users = array("I")
+
+    def _resolve_reference(
+        self, group: _Group, value: str, kind: str | None, ref: str | None
+    ) -> bool:
+        candidates = [value] if value else []
+        if ref:
+            candidates.append(_last_segment(ref))
+        for candidate in candidates:
+            found = self.group_index.get(candidate)
+            if kind != USER and found is not None and found in self._listed:
+                group.groups.append(found)
+                return True
+            user = self.user_index.get(candidate)
+            if kind != GROUP and user is not None:
+                group.users.append(user)
+                return True
+        return False
+
+    def _user_groups(self) -> list[list[int]]:
+        per_user: list[list[int]] = [[] for _ in self.user_ids]
+        for index in self.listed_groups:
+            group = self._groups.get(index)
+            for user in group.users if group else ():
+                groups = per_user[user]
+                if not groups or groups[-1] != index:
+                    groups.append(index)
+        return [
+            sorted(set(groups)) if len(groups) > 1 else groups for groups in per_user
+        ]
+
+    def _ancestors(self) -> dict[int, frozenset[int]]:
+        parents: dict[int, list[int]] = {}
+        for parent in self.listed_groups:
+            group = self._groups.get(parent)
+            for child in group.groups if group else ():
+                parents.setdefault(child, []).append(parent)
+        ancestors: dict[int, frozenset[int]] = {}
+        for start in parents:
+            seen: set[int] = set()
+            stack = list(parents[start])
+            while stack:  # iterative, so that cycles and depth cannot hurt
+                node = stack.pop()
+                if node not in seen:
+                    seen.add(node)
+                    stack.extend(parents.get(node, ()))
+            ancestors[start] = frozenset(seen)
+        return ancestors
+
+
+def _indirect(direct: list[int], ancestors: Mapping[int, frozenset[int]]) -> list[int]:
+    if not ancestors:
+        return []
+    found: set[int] = set()
+    for group in direct:
+        found |= ancestors.get(group, frozenset())
+    return sorted(found.difference(direct))
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def _names_groups(ref: str) -> bool:
+    return "/groups/" in urlsplit(ref).path.lower()
+
+
+def _last_segment(ref: str) -> str:
+    return urlsplit(ref).path.rstrip("/").rpartition("/")[2]
