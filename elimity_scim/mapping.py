@@ -63,10 +63,15 @@ _DATES = (("created", ("meta", "created")), ("lastModified", ("meta", "lastmodif
 
 def lowered(resource: JsonObject) -> dict[str, object]:
     """Return a resource with lower-cased attribute names, nested objects included."""
-    return {
-        key.lower(): lowered(value) if isinstance(value, dict) else value
-        for key, value in resource.items()
-    }
+    return {key.lower(): _lowered_value(value) for key, value in resource.items()}
+
+
+def _lowered_value(value: object) -> object:
+    if isinstance(value, dict):
+        return lowered(value)
+    if isinstance(value, list):
+        return [lowered(item) if isinstance(item, dict) else item for item in value]
+    return value
 
 
 def user_entity(user_id: str, user: JsonObject, warnings: Warnings) -> Entity:
