@@ -45,6 +45,7 @@ class Memberships:
         self.listed_groups: list[int] = []
         self._listed: set[int] = set()
         self._groups: dict[int, _Group] = {}
+        self._user_side: list[array[int]] = [array("I"), array("I")]
         self._resolved = False
 
     def add_user(self, user_id: str) -> int:
@@ -88,10 +89,40 @@ class Memberships:
             group.untyped_users.append(user)
 
     def add_user_group(self, user_id: str, group_value: str) -> None:
-        """Record a membership read from a user's ``groups`` attribute."""
+        """Note a membership read from a user's ``groups`` attribute.
+
+        Kept aside until ``use_user_groups`` says this is the strategy in use.
+        """
         user = self.user_index.get(user_id)
         if user is not None:
-            self._group(self._group_key(group_value)).users.append(user)
+            self._user_side[0].append(user)
+            self._user_side[1].append(self._group_key(group_value))
+
+    @property
+    def user_groups_seen(self) -> int:
+        """Return how many memberships the users' ``groups`` attributes named."""
+        return len(self._user_side[0])
+
+    def use_user_groups(self) -> None:
+        """Take the memberships from the users' ``groups`` attributes."""
+        users, groups = self._user_side
+        for user, group in zip(users, groups, strict=True):
+            self._group(group).users.append(user)
+        self._user_side = [array("I"), array("I")]
+
+    def reset_groups(self) -> None:
+        """Forget the groups and group-side members read so far, to read again."""
+        self.listed_groups = []
+        self._listed = set()
+        self._groups = {}
+
+    def has_members(self, group_id: str) -> bool:
+        """Tell whether any member entry was recorded for a group."""
+        group = self._groups.get(self.group_index.get(group_id, -1))
+        if group is None:
+            return False
+        parts = (group.users, group.untyped_users, group.groups, group.unresolved)
+        return any(len(part) for part in parts)
 
     def relationships(self, *, effective: bool) -> Iterator[Relationship]:
         """Yield user→group (direct, then indirect) and group→group relationships."""

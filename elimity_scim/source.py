@@ -5,18 +5,42 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from importlib.resources import files
 from urllib.parse import urlsplit
 
 from elimity_insights_client import Entity, Relationship
 
-from elimity_scim.client import ClientSettings, Paging, ScimClient, resource_id_of
+from elimity_scim.client import (
+    ClientSettings,
+    JsonObject,
+    Paging,
+    ScimClient,
+    resource_id_of,
+)
 from elimity_scim.connector.errors import ConfigurationError
 from elimity_scim.diagnostics import Warnings
+from elimity_scim.errors import ScimAuthError, ScimConnectorError, ScimRequestError
 from elimity_scim.mapping import group_entity, lowered, user_entity
 from elimity_scim.membership import Memberships
+from elimity_scim.strategies import (
+    STRATEGIES,
+    detect_strategy,
+    read_memberships,
+)
 
 logger = logging.getLogger(__name__)
+
+_EXCLUDE_MEMBERS = {"excludedAttributes": "members"}
+
+
+@dataclass
+class _Run:
+    client: ScimClient
+    paging: Paging
+    memberships: Memberships
+    warnings: Warnings
+    strategy: str
 
 
 class ScimSource:
@@ -35,58 +59,202 @@ class ScimSource:
         warnings = Warnings()
         client = _client(options, warnings)
         try:
-            yield from _read(client, warnings)
+            paging = client.paging(client.service_provider_config())
+            logger.info(
+                "Reading %s by %s paging, up to %d per page",
+                client.base_url,
+                paging.mode,
+                paging.page_size,
+            )
+            run = _Run(
+                client,
+                paging,
+                Memberships(warnings),
+                warnings,
+                str(options["membershipStrategy"]),
+            )
+            yield from _read(run)
         finally:
             client.close()
         warnings.log(logger)
 
+    def check(self, options: Mapping[str, object]) -> Iterator[str]:
+        """Probe the server in a few requests and report what ``run`` would do."""
+        warnings = Warnings()
+        client = _client(options, warnings)
+        try:
+            yield from _check(client, str(options["membershipStrategy"]), warnings)
+        finally:
+            client.close()
 
-def _read(client: ScimClient, warnings: Warnings) -> Iterator[Entity | Relationship]:
-    paging = client.paging(client.service_provider_config())
-    logger.info(
-        "Reading %s by %s paging, %d per page",
-        client.base_url,
-        paging.mode,
-        paging.page_size,
-    )
-    memberships = Memberships(warnings)
-    yield from _users(client, paging, memberships, warnings)
-    groups = list(_groups(client, paging, memberships, warnings))
+
+def _read(run: _Run) -> Iterator[Entity | Relationship]:
+    yield from _users(run)
+    groups = _groups(run)
     for group_id, group in groups:
-        count = memberships.member_count(group_id)
-        yield group_entity(group_id, group, count, warnings)
-    logger.info("Read %d groups", len(groups))
-    yield from memberships.relationships(effective=True)
+        count = run.memberships.member_count(group_id)
+        yield group_entity(group_id, group, count, run.warnings)
+    yield from run.memberships.relationships(effective=True)
 
 
-def _users(
-    client: ScimClient, paging: Paging, memberships: Memberships, warnings: Warnings
-) -> Iterator[Entity]:
-    for resource in client.iter_resources("Users", paging):
+def _users(run: _Run) -> Iterator[Entity]:
+    for resource in run.client.iter_resources("Users", run.paging):
         user_id = resource_id_of(resource)
         if user_id is None:
             continue
-        memberships.add_user(user_id)
-        yield user_entity(user_id, lowered(resource), warnings)
-    logger.info("Read %d users", len(memberships.user_ids))
+        user = lowered(resource)
+        run.memberships.add_user(user_id)
+        _note_user_groups(run, user_id, user.pop("groups", None))
+        yield user_entity(user_id, user, run.warnings)
+    logger.info("Read %d users", len(run.memberships.user_ids))
 
 
-def _groups(
-    client: ScimClient, paging: Paging, memberships: Memberships, warnings: Warnings
-) -> Iterator[tuple[str, dict[str, object]]]:
-    for resource in client.iter_resources("Groups", paging):
+def _note_user_groups(run: _Run, user_id: str, groups: object) -> None:
+    # RFC 7643 §4.1.2: a user's groups are read-only, "direct" or "indirect";
+    # only direct ones are memberships of their own.
+    if not isinstance(groups, list):
+        return
+    for entry in groups:
+        if not isinstance(entry, dict):
+            continue
+        value = entry.get("value")
+        if isinstance(value, str) and str(entry.get("type", "")).lower() != "indirect":
+            run.memberships.add_user_group(user_id, value)
+
+
+def _groups(run: _Run) -> list[tuple[str, dict[str, object]]]:
+    if run.strategy in ("auto", "inline"):
+        try:
+            groups = _list_groups(run, with_members=True)
+        except ScimRequestError as exc:
+            if run.strategy == "inline" or not _overload(exc):
+                raise
+            logger.warning(
+                "Listing groups with their members failed (%s); listing them without "
+                "members and reading each group by id instead",
+                exc,
+            )
+            run.memberships.reset_groups()
+            run.strategy = "perGroup"
+            groups = _list_groups(run, with_members=False)
+    else:
+        groups = _list_groups(run, with_members=False)
+    if run.strategy == "auto":
+        sample = [resource_id for resource_id, _ in groups]
+        run.strategy, reason = detect_strategy(
+            run.client, run.paging, run.memberships, sample
+        )
+        if run.strategy == "none":
+            msg = (
+                f"membership looks unavailable: {reason}; refusing to import "
+                f"{len(groups)} groups as empty (set membershipStrategy=none to do so)"
+            )
+            raise ScimConnectorError(msg)
+        logger.info("Membership strategy %s: %s", run.strategy, reason)
+    group_ids = [group_id for group_id, _ in groups]
+    read_memberships(run.client, run.paging, run.memberships, group_ids, run.strategy)
+    logger.info("Read %d groups", len(groups))
+    return groups
+
+
+def _list_groups(
+    run: _Run, *, with_members: bool
+) -> list[tuple[str, dict[str, object]]]:
+    params = None if with_members else _EXCLUDE_MEMBERS
+    groups = []
+    for resource in run.client.iter_resources("Groups", run.paging, params):
         group_id = resource_id_of(resource)
         if group_id is None:
             continue
         group = lowered(resource)
         members = group.pop("members", None)
-        memberships.add_group(group_id)
-        if isinstance(members, list):
-            for member in members:
-                memberships.add_member(group_id, member)
-        elif members is not None:
-            warnings.add("groups whose members are not a list, members skipped")
-        yield group_id, group
+        run.memberships.add_group(group_id)
+        if with_members:
+            _add_members(run.memberships, run.warnings, group_id, members)
+        groups.append((group_id, group))
+    return groups
+
+
+def _add_members(
+    memberships: Memberships, warnings: Warnings, group_id: str, members: object
+) -> None:
+    if isinstance(members, list):
+        for member in members:
+            memberships.add_member(group_id, member)
+    elif members is not None:
+        warnings.add("groups whose members are not a list, members skipped")
+
+
+def _overload(exc: ScimRequestError) -> bool:
+    # Large groups make some servers fail the group list (SCIM-QUIRKS 8).
+    return not isinstance(exc, ScimAuthError) and (
+        exc.status is None or exc.status >= 500
+    )
+
+
+def _check(client: ScimClient, strategy: str, warnings: Warnings) -> Iterator[str]:
+    config = client.service_provider_config()
+    discovery = []
+    for endpoint in ("ServiceProviderConfig", "ResourceTypes", "Schemas"):
+        present = config is not None if endpoint == "ServiceProviderConfig" else None
+        if present is None:
+            present = _probe(client, endpoint)
+        discovery.append(f"{endpoint} {'yes' if present else 'no'}")
+    paging = client.paging(config)
+    users = client.get("Users", {"startIndex": 1, "count": 1})
+    yield f"reachable and authenticated: {client.base_url}"
+    yield f"discovery endpoints: {', '.join(discovery)}"
+    cursor = "supported" if paging.cursor_supported else "not advertised"
+    yield (
+        f"paging: {paging.mode} mode, page size {paging.page_size} "
+        f"(cursor paging {cursor})"
+    )
+    groups_page = client.get("Groups", {"startIndex": 1, "count": paging.page_size})
+    resources = _resources(groups_page)
+    carry = sum(1 for r in resources if isinstance(lowered(r).get("members"), list))
+    yield f"group list carries members: {carry} of the first {len(resources)} groups"
+    memberships = Memberships(warnings)
+    for resource in resources:
+        group_id = resource_id_of(resource)
+        if group_id is not None:
+            memberships.add_group(group_id)
+            _add_members(
+                memberships, warnings, group_id, lowered(resource).get("members")
+            )
+    for resource in _resources(users):
+        user_id = resource_id_of(resource)
+        if user_id is not None:
+            memberships.add_user(user_id)
+    if strategy == "auto":
+        sample = [gid for gid in (resource_id_of(r) for r in resources) if gid]
+        strategy, reason = detect_strategy(client, paging, memberships, sample)
+        yield f"membership strategy: {strategy} ({reason})"
+    else:
+        yield f"membership strategy: {strategy} (configured)"
+    yield f"users: {_total(users)}"
+    yield f"groups: {_total(groups_page)}"
+    lines = warnings.lines()
+    yield "warnings: " + ("; ".join(lines) if lines else "none")
+    if strategy == "none":
+        msg = "membership looks unavailable on this server (see above)"
+        raise ScimConnectorError(msg)
+
+
+def _probe(client: ScimClient, endpoint: str) -> bool:
+    try:
+        return client.get(endpoint, end_statuses=(400, 401, 403, 404, 501)) is not None
+    except ScimConnectorError:
+        return False
+
+
+def _resources(body: JsonObject | None) -> list[JsonObject]:
+    raw = lowered(body or {}).get("resources")
+    return [r for r in raw if isinstance(r, dict)] if isinstance(raw, list) else []
+
+
+def _total(body: JsonObject | None) -> str:
+    total = lowered(body or {}).get("totalresults")
+    return str(total) if isinstance(total, int | str) else "unknown (no totalResults)"
 
 
 def _client(options: Mapping[str, object], warnings: Warnings) -> ScimClient:
@@ -101,10 +269,17 @@ def _client(options: Mapping[str, object], warnings: Warnings) -> ScimClient:
     if parts.query or parts.fragment:
         msg = "Base URL must not have a query string or fragment"
         raise ConfigurationError(msg)
+    if options["membershipStrategy"] not in STRATEGIES:
+        msg = f"membershipStrategy must be one of {', '.join(STRATEGIES)}"
+        raise ConfigurationError(msg)
     username = options.get("username")
     settings = ClientSettings(
         timeout=float(_int(options, "requestTimeout")),
         page_size=_int(options, "pageSize"),
+        retry_attempts=_int(options, "retryAttempts"),
+        retry_backoff=_int(options, "retryBackoffMs") / 1000,
+        retry_after_max=float(_int(options, "retryAfterMax")),
+        max_response_bytes=_int(options, "maxResponseMb") * 1024 * 1024,
     )
     return ScimClient(
         base_url,
