@@ -83,6 +83,12 @@ def _parser() -> argparse.ArgumentParser:
         "--source-id", help="Insights custom source id (env ELIMITY_SOURCE_ID)"
     )
     run.add_argument(
+        "--push-timeout",
+        type=float,
+        help="seconds to wait for Insights to accept the upload "
+        "(env ELIMITY_PUSH_TIMEOUT; default 600)",
+    )
+    run.add_argument(
         "--output",
         type=Path,
         help="write the snapshot JSON to this file instead of pushing it",
@@ -107,7 +113,13 @@ def _source_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="override a setting (not an option); repeatable",
     )
-    parser.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS)
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=LOG_LEVELS,
+        default=argparse.SUPPRESS,
+        help="log verbosity (env ELIMITY_LOG_LEVEL; default INFO)",
+    )
 
 
 def _configure_logging(level: str | None) -> RedactingFormatter:
@@ -156,6 +168,7 @@ def _check(args: argparse.Namespace, formatter: RedactingFormatter) -> int:
 def _run(args: argparse.Namespace, formatter: RedactingFormatter) -> int:
     source, options = _configured_source(args, formatter)
     target = None if args.output else _insights_target(args, os.environ)
+    timeout = _push_timeout(args, os.environ)
     if target is not None:
         formatter.add_secrets([target.token])
     data_model = source.data_model()
@@ -165,7 +178,7 @@ def _run(args: argparse.Namespace, formatter: RedactingFormatter) -> int:
         if target is None:
             write_snapshot_file(args.output, items)
         else:
-            push_snapshot(target, items)
+            push_snapshot(target, items, timeout=timeout)
     except ConnectorError as exc:
         _alert(target, exc, formatter)
         raise
@@ -225,6 +238,18 @@ def _insights_target(
     return InsightsTarget(url=url.rstrip("/"), source_id=int(source_id), token=token)
 
 
+def _push_timeout(args: argparse.Namespace, environ: Mapping[str, str]) -> float:
+    raw = args.push_timeout or environ.get("ELIMITY_PUSH_TIMEOUT") or 600
+    try:
+        timeout = float(raw)
+    except ValueError:
+        timeout = 0.0
+    if not 0 < timeout <= 86400:
+        msg = f"the push timeout must be 1 to 86400 seconds, not {raw!r}"
+        raise ConfigurationError(msg)
+    return timeout
+
+
 def _insights_token(environ: Mapping[str, str]) -> str | None:
     path = environ.get("ELIMITY_INSIGHTS_TOKEN_FILE")
     if path and environ.get("ELIMITY_INSIGHTS_TOKEN"):
@@ -242,9 +267,14 @@ def _insights_token(environ: Mapping[str, str]) -> str | None:
 def _alert(
     target: InsightsTarget | None, exc: ConnectorError, formatter: RedactingFormatter
 ) -> None:
-    if target is None or isinstance(exc, PushError):
+    if target is None:
         return
-    message = formatter.redact(f"Import failed, nothing was imported: {exc}")
+    outcome = (
+        "the snapshot was not accepted"
+        if isinstance(exc, PushError)
+        else ("nothing was pushed")
+    )
+    message = formatter.redact(f"Import failed, {outcome}: {exc}")
     try:
         send_log(target, Level.ALERT, message)
     except PushError as log_error:

@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import requests
 from elimity_insights_client import (
     Client,
     Config,
     ConnectorLog,
-    DomainGraph,
     Entity,
     Level,
     Relationship,
@@ -23,6 +24,7 @@ from elimity_insights_client import (
 
 from elimity_scim.connector.contract import Item
 from elimity_scim.connector.errors import PushError, SnapshotError
+from elimity_scim.connector.http import transport_reason, without_query
 from elimity_scim.connector.snapshot import encode_snapshot
 
 logger = logging.getLogger(__name__)
@@ -42,18 +44,28 @@ class InsightsTarget:
         return Client(config)
 
 
-def push_snapshot(target: InsightsTarget, items: Iterable[Item]) -> None:
+def push_snapshot(
+    target: InsightsTarget, items: Iterable[Item], *, timeout: float
+) -> int:
     """Push a complete snapshot, replacing the source's graph in Insights.
 
-    The client iterates every item before it sends a byte, so an error raised
-    while reading aborts the push with nothing sent.
+    The snapshot is encoded exactly as ``Client.reload_domain_graph`` encodes it,
+    but incrementally into a zlib stream spooled to a temporary file, and only
+    sent once every item has been read: an error while reading sends nothing.
+    Returns the size of the compressed body.
     """
-    entities, relationships = split_items(items)
-    graph = DomainGraph(entities=entities, relationships=relationships)
-    try:
-        target.client().reload_domain_graph(graph)
-    except requests.RequestException as exc:
-        raise PushError(_push_failure("snapshot", target, exc)) from exc
+    with tempfile.TemporaryFile() as spool:
+        compressor = zlib.compressobj()
+
+        def write(text: str) -> None:
+            spool.write(compressor.compress(text.encode("ascii")))
+
+        encode_snapshot(items, write)
+        spool.write(compressor.flush())
+        size = spool.tell()
+        spool.seek(0)
+        _post(target, "snapshots", spool, "application/octet-stream", timeout)
+    return size
 
 
 def send_log(target: InsightsTarget, level: Level, message: str) -> None:
@@ -63,6 +75,39 @@ def send_log(target: InsightsTarget, level: Level, message: str) -> None:
         target.client().create_connector_logs([log])
     except requests.RequestException as exc:
         raise PushError(_push_failure("connector log", target, exc)) from exc
+
+
+def _post(
+    target: InsightsTarget,
+    path: str,
+    body: IO[bytes],
+    content_type: str,
+    timeout: float,
+) -> None:
+    # Same URL, Basic auth and Content-Type as elimity-insights-client 10.2, with
+    # a timeout. Redirects are not followed: requests would turn the POST into a
+    # GET without body.
+    url = f"{target.url}/api/sources/{target.source_id}/{path}"
+    try:
+        response = requests.post(
+            url,
+            data=body,
+            auth=(str(target.source_id), target.token),
+            headers={"Content-Type": content_type},
+            timeout=(min(timeout, 30.0), timeout),
+            allow_redirects=False,
+        )
+    except requests.RequestException as exc:
+        msg = f"could not push the snapshot to {url}: {transport_reason(exc)}"
+        raise PushError(msg) from exc
+    if not 200 <= response.status_code < 300:
+        reason = " ".join(response.text.split())[:200]
+        location = response.headers.get("Location")
+        if location:
+            reason = f"redirected to {without_query(location)}; use the exact base URL"
+        msg = f"Insights refused the snapshot at {url} with status "
+        msg += f"{response.status_code}" + (f": {reason}" if reason else "")
+        raise PushError(msg)
 
 
 def write_snapshot_file(path: Path, items: Iterable[Item]) -> None:
