@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
 import requests
@@ -15,6 +17,7 @@ from urllib3.exceptions import InvalidHeader, MaxRetryError, ProtocolError
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
+from elimity_scim.concurrency import Throttle, ordered_map
 from elimity_scim.connector.http import transport_reason, without_query
 from elimity_scim.diagnostics import Warnings
 from elimity_scim.errors import (
@@ -29,11 +32,15 @@ JsonObject = dict[str, object]
 Params = Mapping[str, str | int]
 PagingMode = Literal["index", "cursor"]
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
 ACCEPT = "application/scim+json, application/json"
 # Statuses worth another attempt: rate limits and overload (RFC 7644 §3.12 lists
 # 429 and 503; providers such as Slack also signal overload with 500).
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _MAX_EMPTY_CURSOR_PAGES = 10
+_SWITCHED = -1  # an index listing that the server turned into cursor paging
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class ClientSettings:
     retry_backoff: float = 1.0
     retry_after_max: float = 120.0
     max_response_bytes: int = 128 * 1024 * 1024
+    concurrency: int = 4
     verify: bool | str = True
     cert: tuple[str, str] | None = None
 
@@ -66,6 +74,19 @@ class Listing:
     seen: set[str] = field(default_factory=set)
     total: int | None = None
     pages: int = 0
+
+
+class RequestStats:
+    """Thread-safe counters of requests, retries and 429 answers."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {"requests": 0, "retries": 0, "throttled": 0}
+        self._lock = threading.Lock()
+
+    def count(self, name: str) -> None:
+        """Add one to a counter."""
+        with self._lock:
+            self.counts[name] = self.counts.get(name, 0) + 1
 
 
 class RetryAfterTooLongError(Exception):
@@ -124,13 +145,41 @@ class ScimClient:
         self.base_url = base_url.rstrip("/")
         self.settings = settings
         self.warnings = warnings if warnings is not None else Warnings()
-        self.requests_sent = 0
-        self.retry = _retry_policy(settings, on_retry)
+        self.throttle = Throttle(settings.concurrency)
+        self.stats = RequestStats()
+        self._on_retry = on_retry
+        self.retry = _retry_policy(settings, self._retried)
         self._session = _session(username, password, settings, self.retry)
+        self._pool: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
-        """Release pooled connections."""
+        """Release pooled connections and worker threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         self._session.close()
+
+    def map_ordered(
+        self, function: Callable[[_T], _R], items: Iterable[_T]
+    ) -> Iterator[_R]:
+        """Run independent requests concurrently; yield results in input order."""
+        if self.settings.concurrency <= 1:
+            return map(function, items)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(
+                self.settings.concurrency, thread_name_prefix="scim"
+            )
+        return ordered_map(
+            self._pool, function, items, window=2 * self.settings.concurrency
+        )
+
+    def _retried(self, status: int | None) -> None:
+        self.stats.count("retries")
+        if status in (429, 503):
+            self.throttle.overloaded()
+        if status == 429:
+            self.stats.count("throttled")
+        if self._on_retry is not None:
+            self._on_retry(status)
 
     def url(self, path: str) -> str:
         """Return the absolute URL of an endpoint path such as ``Users``."""
@@ -209,36 +258,122 @@ class ScimClient:
     ) -> Iterator[list[JsonObject]]:
         # RFC 7644 §3.4.2.4: 1-based startIndex. Servers differ on totalResults and
         # itemsPerPage, so advance by what arrived and confirm the end once.
-        start = 1
-        confirming = False
-        while True:
+        query = {**params, "startIndex": 1, "count": paging.page_size}
+        body = self.get(endpoint, query)
+        assert body is not None  # noqa: S101 - no end statuses were given
+        resources, total, next_cursor = self._page(body, endpoint)
+        listing.pages += 1
+        fresh = self._fresh(resources, listing, endpoint)
+        if fresh:
+            yield fresh
+        if not resources:
+            return
+        if next_cursor:
+            yield from self._switch_to_cursor(
+                endpoint, paging, params, listing, next_cursor
+            )
+            return
+        listing.total = _max(listing.total, total)
+        start = 1 + len(resources)
+        if self.settings.concurrency > 1 and listing.total and start <= listing.total:
+            start = yield from self._parallel_index_pages(
+                endpoint, paging, params, listing, start, len(resources)
+            )
+        if start == _SWITCHED:
+            return
+        yield from self._sequential_index_pages(
+            endpoint, paging, params, listing, start
+        )
+
+    def _parallel_index_pages(
+        self,
+        endpoint: str,
+        paging: Paging,
+        params: Params,
+        listing: Listing,
+        start: int,
+        step: int,
+    ) -> Generator[list[JsonObject], None, int]:
+        # Once the total is known, the remaining windows are independent requests.
+        # The first page's length is the server's real page cap.
+        total = listing.total or 0
+
+        def fetch(index: int) -> tuple[int, JsonObject | None]:
+            query = {**params, "startIndex": index, "count": paging.page_size}
+            return index, self.get(endpoint, query)
+
+        covered = start
+        windows = range(start, total + 1, step)
+        for index, body in self.map_ordered(fetch, windows):
+            assert body is not None  # noqa: S101 - no end statuses were given
+            resources, _, _ = self._page(body, endpoint)
+            listing.pages += 1
+            if not resources:
+                break  # the listing shrank; the sequential reader confirms the end
+            yield self._checked_fresh(resources, listing, endpoint, index)
+            covered = index + len(resources)
+            if len(resources) < step and covered <= total:
+                # A short page in the middle: read the gap before moving on.
+                covered = yield from self._sequential_index_pages(
+                    endpoint, paging, params, listing, covered, stop=index + step
+                )
+                if covered == _SWITCHED:
+                    return _SWITCHED
+        return covered
+
+    def _sequential_index_pages(
+        self,
+        endpoint: str,
+        paging: Paging,
+        params: Params,
+        listing: Listing,
+        start: int,
+        stop: int | None = None,
+    ) -> Generator[list[JsonObject], None, int]:
+        while stop is None or start < stop:
+            confirming = listing.total is not None and start > listing.total
             query = {**params, "startIndex": start, "count": paging.page_size}
             end = (400, 404) if confirming else ()
             body = self.get(endpoint, query, end_statuses=end)
             if body is None:
-                return
+                break
             resources, total, next_cursor = self._page(body, endpoint)
             listing.pages += 1
             if not resources:
-                return
-            fresh = self._fresh(resources, listing, endpoint)
-            if not fresh:
-                msg = (
-                    f"paging is broken at {self.url(endpoint)}: the page at startIndex "
-                    f"{start} repeats {len(resources)} resources already read"
-                )
-                raise ScimPagingError(msg)
-            yield fresh
+                break
+            yield self._checked_fresh(resources, listing, endpoint, start)
             if next_cursor:
-                # RFC 9865: the server pages by cursor even though we asked by index.
-                logger.info("%s returned nextCursor; following cursors", endpoint)
-                yield from self._cursor_pages(
+                yield from self._switch_to_cursor(
                     endpoint, paging, params, listing, next_cursor
                 )
-                return
+                return _SWITCHED
             start += len(resources)
             listing.total = _max(listing.total, total)
-            confirming = listing.total is not None and start > listing.total
+        return start
+
+    def _switch_to_cursor(
+        self,
+        endpoint: str,
+        paging: Paging,
+        params: Params,
+        listing: Listing,
+        cursor: str,
+    ) -> Iterator[list[JsonObject]]:
+        # RFC 9865: the server pages by cursor even though we asked by index.
+        logger.info("%s returned nextCursor; following cursors", endpoint)
+        yield from self._cursor_pages(endpoint, paging, params, listing, cursor)
+
+    def _checked_fresh(
+        self, resources: list[JsonObject], listing: Listing, endpoint: str, start: int
+    ) -> list[JsonObject]:
+        fresh = self._fresh(resources, listing, endpoint)
+        if not fresh:
+            msg = (
+                f"paging is broken at {self.url(endpoint)}: the page at startIndex "
+                f"{start} repeats {len(resources)} resources already read"
+            )
+            raise ScimPagingError(msg)
+        return fresh
 
     def _cursor_pages(
         self,
@@ -349,12 +484,13 @@ class ScimClient:
         retry = self.retry
         while True:
             try:
-                self.requests_sent += 1
-                response = self._session.get(
-                    url, params=params, timeout=self.settings.timeout, stream=True
-                )
-                with response:
-                    return response, self._read_body(response, url)
+                self.stats.count("requests")
+                with self.throttle:
+                    response = self._session.get(
+                        url, params=params, timeout=self.settings.timeout, stream=True
+                    )
+                    with response:
+                        return response, self._read_body(response, url)
             except RetryAfterTooLongError as exc:
                 hint = (
                     f"the server asked to wait {exc.seconds:.0f} s, longer than the "

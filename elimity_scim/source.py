@@ -280,6 +280,7 @@ def _client(options: Mapping[str, object], warnings: Warnings) -> ScimClient:
         retry_backoff=_int(options, "retryBackoffMs") / 1000,
         retry_after_max=float(_int(options, "retryAfterMax")),
         max_response_bytes=_int(options, "maxResponseMb") * 1024 * 1024,
+        concurrency=_int(options, "concurrency"),
     )
     return ScimClient(
         base_url,

@@ -82,8 +82,10 @@ def group_path(group_id: str) -> str:
 def _per_group(
     client: ScimClient, memberships: Memberships, group_ids: Sequence[str]
 ) -> None:
-    for group_id in group_ids:
-        group = client.get(group_path(group_id), end_statuses=(404,))
+    def fetch(group_id: str) -> tuple[str, JsonObject | None]:
+        return group_id, client.get(group_path(group_id), end_statuses=(404,))
+
+    for group_id, group in client.map_ordered(fetch, group_ids):
         if group is None:
             # Deleted between listing and reading: keep it, without members.
             memberships.warnings.add("groups gone when read by id", group_id)
@@ -106,15 +108,23 @@ def _by_filter(
         _filter_finds(client, paging, "Users", f"groups.value eq {_quoted(group_id)}")
         for group_id in group_ids[:_PROBES]
     ):
-        for group_id in group_ids:
+
+        def users_of(group_id: str) -> tuple[str, list[str]]:
             query = f"groups.value eq {_quoted(group_id)}"
-            for user in _filtered(client, paging, "Users", query):
+            return group_id, _filtered(client, paging, "Users", query)
+
+        for group_id, users in client.map_ordered(users_of, group_ids):
+            for user in users:
                 memberships.add_member(group_id, {"value": user, "type": "User"})
         return
     listed = set(group_ids)
-    for user_id in list(memberships.user_ids):
+
+    def groups_of(user_id: str) -> tuple[str, list[str]]:
         query = f"members.value eq {_quoted(user_id)}"
-        for group_id in _filtered(client, paging, "Groups", query):
+        return user_id, _filtered(client, paging, "Groups", query)
+
+    for user_id, groups in client.map_ordered(groups_of, list(memberships.user_ids)):
+        for group_id in groups:
             if group_id in listed:
                 memberships.add_member(group_id, {"value": user_id, "type": "User"})
 
