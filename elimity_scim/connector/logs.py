@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterable
 
 _MASK = "[redacted]"
+_SHORTEST = 4
 
 
 class RedactingFormatter(logging.Formatter):
@@ -16,8 +17,12 @@ class RedactingFormatter(logging.Formatter):
         self._secrets: list[str] = []
 
     def add_secrets(self, secrets: Iterable[str]) -> None:
-        """Mask these values from now on (values shorter than 4 are masked too)."""
-        new = {secret for secret in secrets if secret}
+        """Mask these values from now on.
+
+        Values shorter than four characters are not masked: they would garble every
+        line, and they are no secret worth the name.
+        """
+        new = {secret for secret in secrets if len(secret) >= _SHORTEST}
         self._secrets = sorted(set(self._secrets) | new, key=len, reverse=True)
 
     def redact(self, text: str) -> str:
