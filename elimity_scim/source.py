@@ -19,6 +19,7 @@ from elimity_scim.client import (
     resource_id_of,
 )
 from elimity_scim.connector.errors import ConfigurationError
+from elimity_scim.connector.http import is_loopback
 from elimity_scim.diagnostics import Warnings
 from elimity_scim.errors import ScimAuthError, ScimConnectorError, ScimRequestError
 from elimity_scim.mapping import group_entity, lowered, user_entity
@@ -269,6 +270,15 @@ def _client(options: Mapping[str, object], warnings: Warnings) -> ScimClient:
     if parts.query or parts.fragment:
         msg = "Base URL must not have a query string or fragment"
         raise ConfigurationError(msg)
+    if parts.scheme == "http" and not is_loopback(base_url):
+        if options["allowInsecureHttp"] is not True:
+            msg = (
+                f"Base URL {base_url} is plain http:// to another host: the password "
+                "would cross the network unencrypted; use https:// or set "
+                "allowInsecureHttp"
+            )
+            raise ConfigurationError(msg)
+        logger.warning("Sending credentials over plain http:// to %s", parts.hostname)
     if options["membershipStrategy"] not in STRATEGIES:
         msg = f"membershipStrategy must be one of {', '.join(STRATEGIES)}"
         raise ConfigurationError(msg)
@@ -281,6 +291,9 @@ def _client(options: Mapping[str, object], warnings: Warnings) -> ScimClient:
         retry_after_max=float(_int(options, "retryAfterMax")),
         max_response_bytes=_int(options, "maxResponseMb") * 1024 * 1024,
         concurrency=_int(options, "concurrency"),
+        max_resources=_int(options, "maxResources"),
+        verify=_verify(options, base_url),
+        cert=_client_certificate(options),
     )
     return ScimClient(
         base_url,
@@ -289,6 +302,26 @@ def _client(options: Mapping[str, object], warnings: Warnings) -> ScimClient:
         settings=settings,
         warnings=warnings,
     )
+
+
+def _verify(options: Mapping[str, object], base_url: str) -> bool | str:
+    ca_bundle = options.get("caBundle")
+    if options.get("verifyTls") is False:
+        logger.warning(
+            "TLS certificate verification is OFF for %s: anyone on the network path "
+            "can impersonate the server and read the credentials",
+            base_url,
+        )
+        return False
+    return str(ca_bundle) if ca_bundle else True
+
+
+def _client_certificate(options: Mapping[str, object]) -> tuple[str, str] | None:
+    certificate, key = options.get("clientCertificate"), options.get("clientKey")
+    if bool(certificate) != bool(key):
+        msg = "clientCertificate and clientKey go together: set both or neither"
+        raise ConfigurationError(msg)
+    return (str(certificate), str(key)) if certificate and key else None
 
 
 def _int(options: Mapping[str, object], key: str) -> int:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -54,8 +55,13 @@ def scim_env(server: Scim2Server, **settings: str) -> dict[str, str]:
     return env
 
 
-def insights_env(fake: FakeInsights) -> dict[str, str]:
+STATE_DIR = tempfile.mkdtemp(prefix="elimity-state-")
+
+
+def insights_env(fake: FakeInsights, state_file: Path | None = None) -> dict[str, str]:
+    state = state_file or Path(STATE_DIR) / f"{fake.url.rpartition(':')[2]}.json"
     return {
+        "ELIMITY_STATE_FILE": str(state),
         "ELIMITY_INSIGHTS_URL": fake.url,
         "ELIMITY_SOURCE_ID": str(INSIGHTS_SOURCE_ID),
         "ELIMITY_INSIGHTS_TOKEN": INSIGHTS_TOKEN,

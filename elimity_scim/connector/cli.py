@@ -27,6 +27,8 @@ from elimity_scim.connector.errors import (
     ExitCode,
     PushError,
 )
+from elimity_scim.connector.guards import PushGuard, default_state_file
+from elimity_scim.connector.http import is_loopback
 from elimity_scim.connector.logs import RedactingFormatter
 from elimity_scim.connector.snapshot import SnapshotValidator, validated
 
@@ -81,6 +83,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--source-id", help="Insights custom source id (env ELIMITY_SOURCE_ID)"
+    )
+    run.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="push even a snapshot without any entity of the first type (users) "
+        "(env ELIMITY_ALLOW_EMPTY=true)",
+    )
+    run.add_argument(
+        "--max-drop",
+        type=float,
+        metavar="FRACTION",
+        help="refuse to push when an entity count fell by more than this fraction "
+        "since the last push, e.g. 0.3 (env ELIMITY_MAX_DROP; default: no check)",
+    )
+    run.add_argument(
+        "--state-file",
+        type=Path,
+        help="where the counts of the last push are kept (env ELIMITY_STATE_FILE; "
+        "default ~/.local/state/elimity-connector/state.json)",
+    )
+    run.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow an http:// Insights URL to a host that is not loopback "
+        "(env ELIMITY_ALLOW_INSECURE_HTTP=true)",
     )
     run.add_argument(
         "--push-timeout",
@@ -173,12 +200,18 @@ def _run(args: argparse.Namespace, formatter: RedactingFormatter) -> int:
         formatter.add_secrets([target.token])
     data_model = source.data_model()
     validator = SnapshotValidator(data_model)
+    guard = None if target is None else _guard(args, os.environ, target, data_model)
     try:
         items = validated(source.read(options), validator)
-        if target is None:
+        if target is None or guard is None:
             write_snapshot_file(args.output, items)
         else:
-            push_snapshot(target, items, timeout=timeout)
+
+            def check() -> None:
+                guard.check(validator.counts)
+
+            push_snapshot(target, items, timeout=timeout, before_send=check)
+            guard.record(validator.counts)
     except ConnectorError as exc:
         _alert(target, exc, formatter)
         raise
@@ -232,10 +265,57 @@ def _insights_target(
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
         msg = f"the Insights URL must be http(s)://host[:port] without user info: {url}"
         raise ConfigurationError(msg)
+    insecure = args.allow_insecure_http or _flag(environ, "ELIMITY_ALLOW_INSECURE_HTTP")
+    if parts.scheme == "http" and not is_loopback(url) and not insecure:
+        msg = (
+            f"the Insights URL {url} is plain http:// to another host: the token would "
+            "cross the network unencrypted (use https:// or --allow-insecure-http)"
+        )
+        raise ConfigurationError(msg)
     if not source_id.strip().isdigit():
         msg = f"the Insights source id must be a number: {source_id!r}"
         raise ConfigurationError(msg)
     return InsightsTarget(url=url.rstrip("/"), source_id=int(source_id), token=token)
+
+
+def _guard(
+    args: argparse.Namespace,
+    environ: Mapping[str, str],
+    target: InsightsTarget,
+    data_model: Mapping[str, object],
+) -> PushGuard:
+    raw = (
+        args.max_drop if args.max_drop is not None else environ.get("ELIMITY_MAX_DROP")
+    )
+    max_drop = None
+    if raw not in (None, ""):
+        try:
+            max_drop = float(str(raw))
+        except ValueError:
+            max_drop = -1.0
+        if not 0 <= max_drop <= 1:
+            msg = f"--max-drop must be a fraction from 0 to 1, not {raw!r}"
+            raise ConfigurationError(msg)
+    state_file = args.state_file or environ.get("ELIMITY_STATE_FILE")
+    types = data_model.get("entityTypes")
+    first = types[0] if isinstance(types, list) and types else {}
+    return PushGuard(
+        key=f"{target.url}#{target.source_id}",
+        guarded_type=str(first.get("id", "")) if isinstance(first, dict) else "",
+        allow_empty=args.allow_empty or _flag(environ, "ELIMITY_ALLOW_EMPTY"),
+        max_drop=max_drop,
+        state_file=Path(state_file) if state_file else default_state_file(environ),
+    )
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    value = environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    msg = f"{name} must be true or false, not {value!r}"
+    raise ConfigurationError(msg)
 
 
 def _push_timeout(args: argparse.Namespace, environ: Mapping[str, str]) -> float:

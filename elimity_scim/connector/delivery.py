@@ -6,7 +6,7 @@ import logging
 import os
 import tempfile
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,14 +45,18 @@ class InsightsTarget:
 
 
 def push_snapshot(
-    target: InsightsTarget, items: Iterable[Item], *, timeout: float
+    target: InsightsTarget,
+    items: Iterable[Item],
+    *,
+    timeout: float,
+    before_send: Callable[[], None] = lambda: None,
 ) -> int:
     """Push a complete snapshot, replacing the source's graph in Insights.
 
     The snapshot is encoded exactly as ``Client.reload_domain_graph`` encodes it,
     but incrementally into a zlib stream spooled to a temporary file, and only
-    sent once every item has been read: an error while reading sends nothing.
-    Returns the size of the compressed body.
+    sent once every item has been read and ``before_send`` has not objected: an
+    error while reading sends nothing. Returns the size of the compressed body.
     """
     with tempfile.TemporaryFile() as spool:
         compressor = zlib.compressobj()
@@ -62,6 +66,7 @@ def push_snapshot(
 
         encode_snapshot(items, write)
         spool.write(compressor.flush())
+        before_send()
         size = spool.tell()
         spool.seek(0)
         _post(target, "snapshots", spool, "application/octet-stream", timeout)
