@@ -30,11 +30,12 @@ def test_defaults_fill_settings_and_empty_username_means_bearer() -> None:
 def test_environment_wins_over_file_and_set_wins_over_both(tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     config.write_text(
-        json.dumps(
-            {"baseUrl": "https://file.test/v2", "password": "p", "pageSize": 10}
-        )
+        json.dumps({"baseUrl": "https://file.test/v2", "password": "p", "pageSize": 10})
     )
-    environ = {"ELIMITY_SCIM_BASE_URL": "https://env.test/v2", "ELIMITY_SCIM_PAGE_SIZE": "20"}
+    environ = {
+        "ELIMITY_SCIM_BASE_URL": "https://env.test/v2",
+        "ELIMITY_SCIM_PAGE_SIZE": "20",
+    }
     values = resolve(
         MANIFEST, config_file=config, environ=environ, overrides=["pageSize=30"]
     )
@@ -65,7 +66,11 @@ def test_secret_and_secret_file_together_are_refused(tmp_path: Path) -> None:
 
 
 def test_missing_required_option_names_it() -> None:
-    with pytest.raises(ConfigurationError, match=r"Password \(password\): set ELIMITY_SCIM_PASSWORD or ELIMITY_SCIM_PASSWORD_FILE"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"Password \(password\): set ELIMITY_SCIM_PASSWORD or "
+        r"ELIMITY_SCIM_PASSWORD_FILE",
+    ):
         resolve(MANIFEST, config_file=None, environ=BASE)
 
 

@@ -50,8 +50,13 @@ def run(
 
 
 def scim_env(server: Scim2Server, **settings: str) -> dict[str, str]:
-    env = {"ELIMITY_SCIM_BASE_URL": server.base_url, "ELIMITY_SCIM_PASSWORD": BEARER_TOKEN}
-    env.update({f"ELIMITY_SCIM_{key.upper()}": value for key, value in settings.items()})
+    env = {
+        "ELIMITY_SCIM_BASE_URL": server.base_url,
+        "ELIMITY_SCIM_PASSWORD": BEARER_TOKEN,
+    }
+    env.update(
+        {f"ELIMITY_SCIM_{key.upper()}": value for key, value in settings.items()}
+    )
     return env
 
 
@@ -86,10 +91,15 @@ def indirect(seeded: SeededDirectory) -> set[tuple[str, str]]:
 
 
 def test_run_pushes_exactly_the_directory(
-    scim2_server_bearer: tuple[Scim2Server, SeededDirectory], fake_insights: FakeInsights
+    scim2_server_bearer: tuple[Scim2Server, SeededDirectory],
+    fake_insights: FakeInsights,
 ) -> None:
     server, seeded = scim2_server_bearer
-    result = run("run", "scim", env={**scim_env(server, page_size="13"), **insights_env(fake_insights)})
+    result = run(
+        "run",
+        "scim",
+        env={**scim_env(server, page_size="13"), **insights_env(fake_insights)},
+    )
 
     assert result.returncode == 0, result.stderr
     assert fake_insights.rejections == []
@@ -99,7 +109,9 @@ def test_run_pushes_exactly_the_directory(
     assert set(summary.groups) == set(seeded.groups)
     for user_id, resource in seeded.users.items():
         assert summary.users[user_id]["userName"] == resource["userName"]
-        assert summary.users[user_id]["name"] == resource.get("displayName", resource["userName"])
+        assert summary.users[user_id]["name"] == resource.get(
+            "displayName", resource["userName"]
+        )
     for group_id, resource in seeded.groups.items():
         assert summary.groups[group_id]["name"] == resource["displayName"]
     expected = {pair: "direct" for pair in seeded.user_memberships}
@@ -110,7 +122,9 @@ def test_run_pushes_exactly_the_directory(
 
     (logs,) = fake_insights.logs
     assert [log["level"] for log in logs] == ["info"]
-    assert logs[0]["message"].startswith(f"Imported {len(seeded.users)} Users, {len(seeded.groups)} Groups")
+    assert logs[0]["message"].startswith(
+        f"Imported {len(seeded.users)} Users, {len(seeded.groups)} Groups"
+    )
     dangling = "member references that point at nothing the server listed"
     assert f"{len(seeded.dangling)} × {dangling}" in result.stderr
     assert BEARER_TOKEN not in result.stderr + result.stdout
@@ -134,7 +148,9 @@ def test_basic_auth_and_output_file(
     assert list(snapshot) == ["entities", "relationships"]
     summary = summarize(snapshot)
     assert set(summary.users) == set(seeded.users)
-    assert {p for p, kind in summary.user_memberships.items() if kind == "direct"} == seeded.user_memberships
+    assert {
+        p for p, kind in summary.user_memberships.items() if kind == "direct"
+    } == seeded.user_memberships
     assert list(tmp_path.iterdir()) == [output]
 
 
@@ -143,11 +159,15 @@ def test_cursor_paging_with_a_page_cap_gives_the_same_snapshot(
 ) -> None:
     directory = example_directory(users=40, groups=8, seed=5)
     plain = make_scim2_server(directory, bearer_tokens=[BEARER_TOKEN])
-    capped = make_scim2_server(directory, bearer_tokens=[BEARER_TOKEN], pagination=PAGINATION)
+    capped = make_scim2_server(
+        directory, bearer_tokens=[BEARER_TOKEN], pagination=PAGINATION
+    )
     outputs = []
     for server in (plain, capped):
         output = tmp_path / f"{server.port}.json"
-        result = run("run", "scim", "--output", str(output), env=scim_env(server, page_size="20"))
+        result = run(
+            "run", "scim", "--output", str(output), env=scim_env(server, page_size="20")
+        )
         assert result.returncode == 0, result.stderr
         outputs.append(summarize(json.loads(output.read_text())))
     assert "by cursor paging, up to 7 per page" in result.stderr
@@ -184,11 +204,19 @@ def test_snapshot_is_identical_with_concurrency_1_and_8(
 def test_server_dying_on_page_3_pushes_nothing(
     make_scim2_server: MakeScim2Server, fake_insights: FakeInsights, tmp_path: Path
 ) -> None:
-    server = make_scim2_server(example_directory(users=30, groups=3), bearer_tokens=[BEARER_TOKEN])
+    server = make_scim2_server(
+        example_directory(users=30, groups=3), bearer_tokens=[BEARER_TOKEN]
+    )
     server.break_after("Users", 3)
     output = tmp_path / "snapshot.json"
     env = {
-        **scim_env(server, page_size="5", retry_attempts="2", retry_backoff_ms="0", concurrency="1"),
+        **scim_env(
+            server,
+            page_size="5",
+            retry_attempts="2",
+            retry_backoff_ms="0",
+            concurrency="1",
+        ),
         **insights_env(fake_insights),
     }
     pushed = run("run", "scim", env=env)
@@ -196,7 +224,10 @@ def test_server_dying_on_page_3_pushes_nothing(
 
     for result in (pushed, written):
         assert result.returncode == 4, result.stderr
-        assert f"SCIM request to {server.base_url}/Users failed with no response" in result.stderr
+        assert (
+            f"SCIM request to {server.base_url}/Users failed with no response"
+            in result.stderr
+        )
         assert "startIndex" not in result.stderr.splitlines()[-1]
     assert fake_insights.snapshots == []
     assert fake_insights.snapshot_attempts == 0
@@ -209,10 +240,15 @@ def test_server_dying_on_page_3_pushes_nothing(
 
 
 def test_wrong_token_exits_with_the_auth_code(
-    scim2_server_bearer: tuple[Scim2Server, SeededDirectory], fake_insights: FakeInsights
+    scim2_server_bearer: tuple[Scim2Server, SeededDirectory],
+    fake_insights: FakeInsights,
 ) -> None:
     server, _ = scim2_server_bearer
-    env = {**scim_env(server), "ELIMITY_SCIM_PASSWORD": "wrong-token-canary", **insights_env(fake_insights)}
+    env = {
+        **scim_env(server),
+        "ELIMITY_SCIM_PASSWORD": "wrong-token-canary",
+        **insights_env(fake_insights),
+    }
     result = run("run", "scim", env=env)
 
     assert result.returncode == 3
@@ -228,12 +264,27 @@ def test_wrong_token_exits_with_the_auth_code(
     ("env", "message"),
     [
         ({}, "missing required option Base URL"),
-        ({"ELIMITY_SCIM_BASE_URL": "ftp://x.test"}, "Base URL must be an http:// or https:// URL"),
-        ({"ELIMITY_SCIM_BASE_URL": "https://x.test", "ELIMITY_SCIM_PAGE_SIZE": "many"}, "Page size is 'many'"),
+        (
+            {"ELIMITY_SCIM_BASE_URL": "ftp://x.test"},
+            "Base URL must be an http:// or https:// URL",
+        ),
+        (
+            {
+                "ELIMITY_SCIM_BASE_URL": "https://x.test",
+                "ELIMITY_SCIM_PAGE_SIZE": "many",
+            },
+            "Page size is 'many'",
+        ),
     ],
 )
 def test_configuration_errors_exit_2(env: dict[str, str], message: str) -> None:
-    result = run("run", "scim", "--output", "/dev/null", env={"ELIMITY_SCIM_PASSWORD": "p", **env})
+    result = run(
+        "run",
+        "scim",
+        "--output",
+        "/dev/null",
+        env={"ELIMITY_SCIM_PASSWORD": "p", **env},
+    )
     assert result.returncode == 2
     assert message in result.stderr.strip().splitlines()[-1]
 
@@ -246,7 +297,8 @@ def test_push_needs_insights_settings() -> None:
 
 
 def test_rejected_push_exits_with_the_push_code(
-    scim2_server_bearer: tuple[Scim2Server, SeededDirectory], fake_insights: FakeInsights
+    scim2_server_bearer: tuple[Scim2Server, SeededDirectory],
+    fake_insights: FakeInsights,
 ) -> None:
     server, _ = scim2_server_bearer
     fake_insights.fail_snapshots_with = 500
@@ -261,7 +313,11 @@ def test_list_manifest_and_data_model_commands() -> None:
     assert listing.returncode == 0
     assert listing.stdout.splitlines()[0].split("\t")[:2] == ["scim", "SCIM"]
     manifest = json.loads(run("manifest", "scim", env={}).stdout)
-    assert [o["key"] for o in manifest["configuration"]] == ["baseUrl", "username", "password"]
+    assert [o["key"] for o in manifest["configuration"]] == [
+        "baseUrl",
+        "username",
+        "password",
+    ]
     model = json.loads(run("data-model", "scim", env={}).stdout)
     assert [t["id"] for t in model["entityTypes"]] == ["user", "group"]
     unknown = run("manifest", "nope", env={})

@@ -33,24 +33,40 @@ def test_drop_guard_compares_with_the_last_push(
     make_scim2_server: MakeScim2Server, fake_insights: FakeInsights, tmp_path: Path
 ) -> None:
     state = tmp_path / "state.json"
-    big = make_scim2_server(example_directory(users=20, groups=4), bearer_tokens=[BEARER_TOKEN])
-    small = make_scim2_server(example_directory(users=8, groups=4), bearer_tokens=[BEARER_TOKEN])
+    big = make_scim2_server(
+        example_directory(users=20, groups=4), bearer_tokens=[BEARER_TOKEN]
+    )
+    small = make_scim2_server(
+        example_directory(users=8, groups=4), bearer_tokens=[BEARER_TOKEN]
+    )
 
-    first = run("run", "scim", "--max-drop", "0.5", env={**scim_env(big), **insights_env(fake_insights, state)})
+    first = run(
+        "run",
+        "scim",
+        "--max-drop",
+        "0.5",
+        env={**scim_env(big), **insights_env(fake_insights, state)},
+    )
     assert first.returncode == 0, first.stderr
     recorded = json.loads(state.read_text())
     (entry,) = recorded.values()
     assert entry["counts"] == {"user": 20, "group": 4}
     assert list(recorded) == [f"{fake_insights.url}#42"]
 
-    env = {**scim_env(small), **insights_env(fake_insights, state), "ELIMITY_MAX_DROP": "0.5"}
+    env = {
+        **scim_env(small),
+        **insights_env(fake_insights, state),
+        "ELIMITY_MAX_DROP": "0.5",
+    }
     second = run("run", "scim", env=env)
     assert second.returncode == 6
     last = second.stderr.strip().splitlines()[-1]
     assert "user count fell from 20 to 8 (60%)" in last
     assert "more than the allowed 50%" in last
     assert len(fake_insights.snapshots) == 1
-    assert json.loads(state.read_text())[f"{fake_insights.url}#42"]["counts"]["user"] == 20
+    assert (
+        json.loads(state.read_text())[f"{fake_insights.url}#42"]["counts"]["user"] == 20
+    )
 
     third = run("run", "scim", "--max-drop", "0.7", env=env)
     assert third.returncode == 0, third.stderr
@@ -58,7 +74,10 @@ def test_drop_guard_compares_with_the_last_push(
 
 
 def test_plain_http_to_another_host_is_refused() -> None:
-    env = {"ELIMITY_SCIM_BASE_URL": "http://scim.example.test/v2", "ELIMITY_SCIM_PASSWORD": "secret-value"}
+    env = {
+        "ELIMITY_SCIM_BASE_URL": "http://scim.example.test/v2",
+        "ELIMITY_SCIM_PASSWORD": "secret-value",
+    }
     result = run("run", "scim", "--output", "out.json", env=env)
     assert result.returncode == 2
     assert "plain http:// to another host" in result.stderr
@@ -79,10 +98,16 @@ def test_plain_http_insights_url_is_refused(make_scim2_server: MakeScim2Server) 
     assert server.requests == []
 
 
-def test_tls_verification_off_warns(make_scim2_server: MakeScim2Server, tmp_path: Path) -> None:
-    server = make_scim2_server(example_directory(users=3, groups=1), bearer_tokens=[BEARER_TOKEN])
+def test_tls_verification_off_warns(
+    make_scim2_server: MakeScim2Server, tmp_path: Path
+) -> None:
+    server = make_scim2_server(
+        example_directory(users=3, groups=1), bearer_tokens=[BEARER_TOKEN]
+    )
     output = tmp_path / "out.json"
-    result = run("run", "scim", "--output", str(output), env=scim_env(server, verify_tls="false"))
+    result = run(
+        "run", "scim", "--output", str(output), env=scim_env(server, verify_tls="false")
+    )
     assert result.returncode == 0, result.stderr
     assert "TLS certificate verification is OFF" in result.stderr
 

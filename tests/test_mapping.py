@@ -20,7 +20,11 @@ BJENSEN = {
     "id": "2819c223",
     "externalId": "bjensen-ext",
     "userName": "bjensen@example.test",
-    "name": {"formatted": "Ms. Barbara J Jensen III", "familyName": "Jensen", "givenName": "Barbara"},
+    "name": {
+        "formatted": "Ms. Barbara J Jensen III",
+        "familyName": "Jensen",
+        "givenName": "Barbara",
+    },
     "displayName": "Babs Jensen",
     "title": "Tour Guide",
     "userType": "Employee",
@@ -32,7 +36,10 @@ BJENSEN = {
         {"value": "bj@home.test", "type": "home"},
         {"value": "bj@work.test", "type": "work", "primary": True},
     ],
-    "meta": {"created": "2010-01-23T04:56:22Z", "lastModified": "2011-05-13T06:42:22+02:00"},
+    "meta": {
+        "created": "2010-01-23T04:56:22Z",
+        "lastModified": "2011-05-13T06:42:22+02:00",
+    },
     "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {
         "employeeNumber": "701984",
         "costCenter": "4130",
@@ -70,13 +77,22 @@ def test_user_maps_every_attribute() -> None:
         "active": True,
         "email": "bj@work.test",
         "created": DateTime(year=2010, month=1, day=23, hour=4, minute=56, second=22),
-        "lastModified": DateTime(year=2011, month=5, day=13, hour=4, minute=42, second=22),
+        "lastModified": DateTime(
+            year=2011, month=5, day=13, hour=4, minute=42, second=22
+        ),
     }
     assert warnings.lines() == []
 
 
-def test_attribute_names_are_case_insensitive_and_absent_ones_are_not_assigned() -> None:
-    user = {"ID": "7", "USERNAME": "kim", "Active": "false", "EMAILS": [{"VALUE": "k@x.test"}]}
+def test_attribute_names_are_case_insensitive_and_absent_ones_are_not_assigned() -> (
+    None
+):
+    user = {
+        "ID": "7",
+        "USERNAME": "kim",
+        "Active": "false",
+        "EMAILS": [{"VALUE": "k@x.test"}],
+    }
     warnings = Warnings()
     entity = user_entity("7", lowered(user), warnings)
     assert entity.name == "kim"
@@ -94,12 +110,17 @@ def test_several_primary_emails_take_the_first_and_warn() -> None:
     }
     warnings = Warnings()
     assert _values(user_entity("1", lowered(user), warnings))["email"] == "one@x.test"
-    assert warnings.counts["users with several primary emails (the first one is used)"] == 1
+    assert (
+        warnings.counts["users with several primary emails (the first one is used)"]
+        == 1
+    )
 
 
 def test_name_falls_back_to_id_and_bad_values_are_skipped() -> None:
     warnings = Warnings()
-    entity = user_entity("id-9", lowered({"title": {"x": 1}, "meta": {"created": "yesterday"}}), warnings)
+    entity = user_entity(
+        "id-9", lowered({"title": {"x": 1}, "meta": {"created": "yesterday"}}), warnings
+    )
     assert entity.name == "id-9"
     assert _values(entity) == {}
     assert warnings.counts["values of title that are not text, skipped"] == 1
@@ -107,7 +128,11 @@ def test_name_falls_back_to_id_and_bad_values_are_skipped() -> None:
 
 
 def test_group_entity_with_member_count() -> None:
-    group = {"displayName": "Admins", "externalId": "e1", "meta": {"created": "2020-02-03T10:00:00.123Z"}}
+    group = {
+        "displayName": "Admins",
+        "externalId": "e1",
+        "meta": {"created": "2020-02-03T10:00:00.123Z"},
+    }
     entity = group_entity("g1", lowered(group), 4, Warnings())
     assert (entity.id, entity.name, entity.type) == ("g1", "Admins", "group")
     assert _values(entity) == {

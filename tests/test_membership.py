@@ -8,11 +8,19 @@ def _rows(relationships: list[Relationship]) -> list[tuple[str, str, str | None]
     rows = []
     for r in relationships:
         kinds = [a.value.value for a in r.attribute_assignments]  # type: ignore[union-attr]
-        rows.append((f"{r.from_entity_type}:{r.from_entity_id}", r.to_entity_id, kinds[0] if kinds else None))
+        rows.append(
+            (
+                f"{r.from_entity_type}:{r.from_entity_id}",
+                r.to_entity_id,
+                kinds[0] if kinds else None,
+            )
+        )
     return rows
 
 
-def _memberships(groups: dict[str, list[dict[str, object]]], users: list[str]) -> Memberships:
+def _memberships(
+    groups: dict[str, list[dict[str, object]]], users: list[str]
+) -> Memberships:
     memberships = Memberships(Warnings())
     for user in users:
         memberships.add_user(user)
@@ -52,10 +60,19 @@ def test_classification_by_type_ref_and_known_group_id() -> None:
 
 def test_dangling_members_are_dropped_and_reported_once() -> None:
     memberships = _memberships(
-        {"g1": [{"value": "u1"}, {"value": "gone-1"}, {"value": "gone-2", "type": "Group"}, {"value": "gone-3"}]},
+        {
+            "g1": [
+                {"value": "u1"},
+                {"value": "gone-1"},
+                {"value": "gone-2", "type": "Group"},
+                {"value": "gone-3"},
+            ]
+        },
         ["u1"],
     )
-    assert _rows(list(memberships.relationships(effective=True))) == [("user:u1", "g1", "direct")]
+    assert _rows(list(memberships.relationships(effective=True))) == [
+        ("user:u1", "g1", "direct")
+    ]
     assert memberships.warnings.lines() == [
         "3 × member references that point at nothing the server listed, dropped "
         "(e.g. gone-1, gone-2, gone-3)"
@@ -66,7 +83,9 @@ def test_reference_resolved_by_ref_when_value_matches_nothing() -> None:
     memberships = _memberships(
         {"g1": [{"value": "ext-77", "$ref": "https://h.test/v2/Users/u1"}]}, ["u1"]
     )
-    assert _rows(list(memberships.relationships(effective=False))) == [("user:u1", "g1", "direct")]
+    assert _rows(list(memberships.relationships(effective=False))) == [
+        ("user:u1", "g1", "direct")
+    ]
 
 
 def test_effective_membership_through_nesting_and_cycles() -> None:
@@ -74,7 +93,11 @@ def test_effective_membership_through_nesting_and_cycles() -> None:
     memberships = _memberships(
         {
             "g1": [{"value": "u1", "type": "User"}],
-            "g2": [{"value": "g1", "type": "Group"}, {"value": "g3", "type": "Group"}, {"value": "u2"}],
+            "g2": [
+                {"value": "g1", "type": "Group"},
+                {"value": "g3", "type": "Group"},
+                {"value": "u2"},
+            ],
             "g3": [{"value": "g2", "type": "Group"}, {"value": "u2"}],
         },
         ["u1", "u2"],
@@ -93,6 +116,10 @@ def test_effective_membership_through_nesting_and_cycles() -> None:
 
 
 def test_duplicate_members_count_once() -> None:
-    memberships = _memberships({"g1": [{"value": "u1"}, {"value": "u1", "type": "User"}]}, ["u1"])
-    assert _rows(list(memberships.relationships(effective=True))) == [("user:u1", "g1", "direct")]
+    memberships = _memberships(
+        {"g1": [{"value": "u1"}, {"value": "u1", "type": "User"}]}, ["u1"]
+    )
+    assert _rows(list(memberships.relationships(effective=True))) == [
+        ("user:u1", "g1", "direct")
+    ]
     assert memberships.member_count("g1") == 1

@@ -22,7 +22,10 @@ def test_entry_point_finds_the_scim_source() -> None:
 def test_manifest_declares_exactly_the_three_admin_options() -> None:
     manifest = json.loads((ROOT / "manifest.json").read_text())
     assert (manifest["id"], manifest["name"]) == ("scim", "SCIM")
-    options = {o["key"]: (o["name"], o["type"], o["optional"]) for o in manifest["configuration"]}
+    options = {
+        o["key"]: (o["name"], o["type"], o["optional"])
+        for o in manifest["configuration"]
+    }
     assert options == {
         "baseUrl": ("Base URL", "string", False),
         "username": ("Username", "string", True),
@@ -34,7 +37,16 @@ def test_manifest_declares_exactly_the_three_admin_options() -> None:
 @pytest.mark.slow
 def test_built_wheel_ships_the_same_manifest_and_data_model(tmp_path: Path) -> None:
     subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "--outdir",
+            str(tmp_path),
+            str(ROOT),
+        ],
         check=True,
         capture_output=True,
     )

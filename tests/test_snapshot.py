@@ -45,7 +45,13 @@ MODEL = {
     ],
     "relationshipTypes": [{"fromEntityTypeId": "user", "toEntityTypeId": "thing"}],
     "relationshipAttributeTypes": [
-        {"parentType": "user", "childType": "thing", "id": "r", "type": "string", "archived": False}
+        {
+            "parentType": "user",
+            "childType": "thing",
+            "id": "r",
+            "type": "string",
+            "archived": False,
+        }
     ],
 }
 
@@ -60,12 +66,22 @@ def _items() -> list[Item]:
         _a("n", NumberValue(99)),
         _a("s", StringValue('Zoë "quoted" \\ 日本 \n')),
         _a("d", DateValue(year=2024, month=2, day=29)),
-        _a("dt", DateTimeValue(DateTime(year=2023, month=1, day=2, hour=3, minute=4, second=5))),
+        _a(
+            "dt",
+            DateTimeValue(
+                DateTime(year=2023, month=1, day=2, hour=3, minute=4, second=5)
+            ),
+        ),
         _a("t", TimeValue(hour=23, minute=59, second=1)),
     ]
     return [
         Entity(attribute_assignments=everything, id="u1", name="Ünïcode", type="user"),
-        Entity(attribute_assignments=[_a("n", NumberValue(1.5))], id="u2", name="", type="user"),
+        Entity(
+            attribute_assignments=[_a("n", NumberValue(1.5))],
+            id="u2",
+            name="",
+            type="user",
+        ),
         Entity(attribute_assignments=[], id="x", name="thing", type="thing"),
         Relationship(
             attribute_assignments=[_a("r", StringValue("direct"))],
@@ -109,7 +125,9 @@ def test_many_entities_cross_batches() -> None:
     chunks: list[str] = []
     encode_snapshot(iter(items), chunks.append)
     assert "".join(chunks) == _client_text(items)
-    assert zlib.decompress(zlib.compress("".join(chunks).encode())).count(b'"id"') == 1300
+    assert (
+        zlib.decompress(zlib.compress("".join(chunks).encode())).count(b'"id"') == 1300
+    )
 
 
 def test_validator_counts_and_accepts_a_valid_stream() -> None:
@@ -117,10 +135,15 @@ def test_validator_counts_and_accepts_a_valid_stream() -> None:
     assert len(list(validated(_items(), validator))) == 5
     assert validator.counts.entities == {"user": 2, "thing": 1}
     assert validator.counts.relationships == {("user", "thing"): 2}
-    assert validator.counts.describe(MODEL) == "2 Users, 1 Things, 2 relationships (user→thing 2)"
+    assert (
+        validator.counts.describe(MODEL)
+        == "2 Users, 1 Things, 2 relationships (user→thing 2)"
+    )
 
 
-def _entity(*assignments: AttributeAssignment, id_: str = "u", type_: str = "user") -> Entity:
+def _entity(
+    *assignments: AttributeAssignment, id_: str = "u", type_: str = "user"
+) -> Entity:
     return Entity(attribute_assignments=list(assignments), id=id_, name="n", type=type_)
 
 
@@ -133,8 +156,14 @@ def _entity(*assignments: AttributeAssignment, id_: str = "u", type_: str = "use
         ([_entity(_a("zz", StringValue("x")))], "undeclared attribute 'zz'"),
         ([_entity(_a("b", StringValue("true")))], "invalid boolean value for 'b'"),
         ([_entity(_a("n", NumberValue(float("nan"))))], "invalid number value"),
-        ([_entity(_a("s", StringValue("a")), _a("s", StringValue("b")))], "assigns attribute 's' twice"),
-        ([_entity(_a("d", DateValue(year=2020, month=13, day=1)))], "invalid date value"),
+        (
+            [_entity(_a("s", StringValue("a")), _a("s", StringValue("b")))],
+            "assigns attribute 's' twice",
+        ),
+        (
+            [_entity(_a("d", DateValue(year=2020, month=13, day=1)))],
+            "invalid date value",
+        ),
         (
             [
                 _entity(),
