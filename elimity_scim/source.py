@@ -15,6 +15,7 @@ from elimity_scim.client import (
     ClientSettings,
     JsonObject,
     Paging,
+    RequestStats,
     ScimClient,
     resource_id_of,
 )
@@ -47,6 +48,13 @@ class _Run:
 class ScimSource:
     """Imports users, groups and memberships from a SCIM 2.0 service provider."""
 
+    def __init__(self) -> None:
+        self._stats: RequestStats | None = None
+
+    def progress_counters(self) -> dict[str, int]:
+        """Return request counters of the reading under way, for progress lines."""
+        return dict(self._stats.counts) if self._stats is not None else {}
+
     def manifest(self) -> dict[str, object]:
         """Return the manifest shipped with the package."""
         return _package_json("manifest.json")
@@ -59,6 +67,7 @@ class ScimSource:
         """Yield every user and group entity, then every membership."""
         warnings = Warnings()
         client = _client(options, warnings)
+        self._stats = client.stats
         try:
             paging = client.paging(client.service_provider_config())
             logger.info(

@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -30,6 +30,7 @@ from elimity_scim.connector.errors import (
 from elimity_scim.connector.guards import PushGuard, default_state_file
 from elimity_scim.connector.http import is_loopback
 from elimity_scim.connector.logs import RedactingFormatter
+from elimity_scim.connector.progress import Progress
 from elimity_scim.connector.snapshot import SnapshotValidator, validated
 
 logger = logging.getLogger(__name__)
@@ -202,7 +203,8 @@ def _run(args: argparse.Namespace, formatter: RedactingFormatter) -> int:
     validator = SnapshotValidator(data_model)
     guard = None if target is None else _guard(args, os.environ, target, data_model)
     try:
-        items = validated(source.read(options), validator)
+        progress = Progress(validator.counts, data_model, _counters(source))
+        items = progress.track(validated(source.read(options), validator))
         if target is None or guard is None:
             write_snapshot_file(args.output, items)
         else:
@@ -227,6 +229,14 @@ def _run(args: argparse.Namespace, formatter: RedactingFormatter) -> int:
     if target is not None:
         send_log(target, Level.INFO, f"Imported {summary}")
     return ExitCode.OK
+
+
+def _counters(source: Source) -> Callable[[], Mapping[str, int]]:
+    # Optional part of the contract: a source may report its own counters.
+    counters = getattr(source, "progress_counters", None)
+    if callable(counters):
+        return lambda: dict(counters())
+    return dict
 
 
 def _configured_source(
