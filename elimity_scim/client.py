@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import threading
@@ -152,6 +153,7 @@ class ScimClient:
         self._on_retry = on_retry
         self.retry = _retry_policy(settings, self._retried)
         self._session = _session(username, password, settings, self.retry)
+        self._secrets = _credential_forms(username, password)
         self._pool: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
@@ -203,7 +205,9 @@ class ScimClient:
             hint = ""
             if response.status_code in RETRY_STATUSES:
                 hint = f"gave up after {self.settings.retry_attempts} attempts"
-            raise ScimRequestError.from_response(response, body, hint=hint)
+            raise ScimRequestError.from_response(
+                response, body, hint=hint, secrets=self._secrets
+            )
         return _json_object(response, body, url)
 
     def service_provider_config(self) -> JsonObject | None:
@@ -587,6 +591,15 @@ def _session(
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
+
+
+def _credential_forms(username: str | None, password: str) -> tuple[str, ...]:
+    # Every form in which the credentials travel, longest first.
+    forms = [password]
+    if username:
+        pair = f"{username}:{password}".encode()
+        forms.append(base64.b64encode(pair).decode())
+    return tuple(sorted({f for f in forms if len(f) >= 4}, key=len, reverse=True))
 
 
 def _retry_policy(

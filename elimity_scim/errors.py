@@ -35,11 +35,22 @@ class ScimRequestError(ScimConnectorError):
 
     @classmethod
     def from_response(
-        cls, response: requests.Response, body: bytes, *, hint: str = ""
+        cls,
+        response: requests.Response,
+        body: bytes,
+        *,
+        hint: str = "",
+        secrets: tuple[str, ...] = (),
     ) -> ScimRequestError:
-        """Build the error from a failed response, keeping the server's reason."""
+        """Build the error from a failed response, keeping the server's reason.
+
+        ``secrets`` are masked in the reason: some servers echo the credentials.
+        """
         status = response.status_code
         detail = error_detail(body, response.headers.get("Content-Type", ""))
+        for secret in secrets:
+            if detail and secret:
+                detail = detail.replace(secret, "[redacted]")
         error_class = ScimAuthError if status in (401, 403) else cls
         if status == 401 and not hint:
             hint = "authentication failed: check the username and password or token"
