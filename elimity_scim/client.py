@@ -77,6 +77,8 @@ class Listing:
     seen: set[str] = field(default_factory=set)
     total: int | None = None
     pages: int = 0
+    skipped: int = 0
+    quiet: bool = False
 
 
 class RequestStats:
@@ -243,7 +245,8 @@ class ScimClient:
         listing = Listing()
         for page in self.iter_pages(endpoint, paging, params, listing):
             yield from page
-        if listing.total is not None and len(listing.seen) < listing.total:
+        read = len(listing.seen) + listing.skipped
+        if listing.total is not None and read < listing.total:
             self._confirm_short_listing(endpoint, paging, params, listing)
 
     def iter_pages(
@@ -269,7 +272,7 @@ class ScimClient:
         assert body is not None  # noqa: S101 - no end statuses were given
         resources, total, next_cursor = self._page(body, endpoint)
         listing.pages += 1
-        fresh = self._fresh(resources, listing, endpoint)
+        fresh, _ = self._fresh(resources, listing, endpoint)
         if fresh:
             yield fresh
         if not resources:
@@ -370,10 +373,10 @@ class ScimClient:
         yield from self._cursor_pages(endpoint, paging, params, listing, cursor)
 
     def _checked_fresh(
-        self, resources: list[JsonObject], listing: Listing, endpoint: str, start: int
+        self, resources: list[object], listing: Listing, endpoint: str, start: int
     ) -> list[JsonObject]:
-        fresh = self._fresh(resources, listing, endpoint)
-        if not fresh:
+        fresh, identified = self._fresh(resources, listing, endpoint)
+        if identified and not fresh:
             msg = (
                 f"paging is broken at {self.url(endpoint)}: the page at startIndex "
                 f"{start} repeats {len(resources)} resources already read"
@@ -399,8 +402,8 @@ class ScimClient:
             resources, total, next_cursor = self._page(body, endpoint)
             listing.pages += 1
             listing.total = _max(listing.total, total)
-            fresh = self._fresh(resources, listing, endpoint)
-            if resources and not fresh:
+            fresh, identified = self._fresh(resources, listing, endpoint)
+            if identified and not fresh:
                 msg = (
                     f"paging is broken at {self.url(endpoint)}: a cursor page repeats "
                     f"{len(resources)} resources already read"
@@ -421,7 +424,7 @@ class ScimClient:
 
     def _page(
         self, body: JsonObject, endpoint: str
-    ) -> tuple[list[JsonObject], int | None, str | None]:
+    ) -> tuple[list[object], int | None, str | None]:
         # RFC 7643 §2.1: attribute names are case-insensitive, ListResponse included.
         lowered = _lowered(body)
         raw = lowered.get("resources")
@@ -430,28 +433,29 @@ class ScimClient:
         if not isinstance(raw, list):
             msg = f"the list response of {self.url(endpoint)} has no Resources array"
             raise ScimPayloadError(msg)
-        resources = [item for item in raw if isinstance(item, dict)]
-        if len(resources) < len(raw):
-            self.warnings.add(
-                f"list entries of {endpoint} that are not objects, skipped",
-                count=len(raw) - len(resources),
-            )
         total_raw = lowered.get("totalresults")
         total = _as_int(total_raw)
         if isinstance(total_raw, str) and total is not None:
             self.warnings.add("paging fields sent as strings")
         next_cursor = lowered.get("nextcursor")
-        return resources, total, next_cursor if isinstance(next_cursor, str) else None
+        return raw, total, next_cursor if isinstance(next_cursor, str) else None
 
     def _fresh(
-        self, resources: list[JsonObject], listing: Listing, endpoint: str
-    ) -> list[JsonObject]:
+        self, entries: list[object], listing: Listing, endpoint: str
+    ) -> tuple[list[JsonObject], int]:
+        # Returns the new resources and how many entries had an id at all: a page
+        # of entries without ids is malformed, not a sign of broken paging.
         fresh = []
-        for resource in resources:
+        identified = 0
+        for resource in entries:
+            if not isinstance(resource, dict):
+                self._skip(listing, f"list entries of {endpoint} that are not objects")
+                continue
             resource_id = resource_id_of(resource)
             if resource_id is None:
-                self.warnings.add(f"{endpoint} without an id, skipped")
+                self._skip(listing, f"{endpoint} without an id")
                 continue
+            identified += 1
             if resource_id in listing.seen:
                 continue
             if len(listing.seen) >= self.settings.max_resources:
@@ -463,14 +467,19 @@ class ScimClient:
                 raise ScimPagingError(msg)
             listing.seen.add(resource_id)
             fresh.append(resource)
-        return fresh
+        return fresh, identified
+
+    def _skip(self, listing: Listing, what: str) -> None:
+        listing.skipped += 1
+        if not listing.quiet:
+            self.warnings.add(f"{what}, skipped")
 
     def _confirm_short_listing(
         self, endpoint: str, paging: Paging, params: Params | None, first: Listing
     ) -> None:
         # A server that over-counts looks like paging that lost its place; only a
         # second, identical reading tells them apart.
-        second = Listing()
+        second = Listing(quiet=True)
         for _ in self.iter_pages(
             endpoint, paging, {**(params or {}), "attributes": "id"}, second
         ):
@@ -496,33 +505,36 @@ class ScimClient:
     ) -> tuple[requests.Response, bytes]:
         retry = self.retry
         while True:
-            try:
-                self.stats.count("requests")
-                with self.throttle:
-                    response = self._session.get(
-                        url, params=params, timeout=self.settings.timeout, stream=True
-                    )
+            self.stats.count("requests")
+            with self.throttle:
+                response = self._send(url, params)
+                try:
                     with response:
                         return response, self._read_body(response, url)
-            except RetryAfterTooLongError as exc:
-                hint = (
-                    f"the server asked to wait {exc.seconds:.0f} s, longer than the "
-                    f"configured maximum of {self.settings.retry_after_max:.0f} s"
-                )
-                raise ScimRequestError(url, exc.status, None, hint=hint) from exc
-            except (
-                requests.exceptions.ChunkedEncodingError,
-                requests.exceptions.ContentDecodingError,
-            ) as exc:
-                # Body-read failures happen after urllib3's own retries; apply the
-                # same policy to them.
-                try:
-                    retry = retry.increment("GET", url, error=ProtocolError(str(exc)))
-                except MaxRetryError:
-                    raise ScimRequestError(url, None, transport_reason(exc)) from exc
-                retry.sleep()
-            except requests.RequestException as exc:
-                raise ScimRequestError(url, None, transport_reason(exc)) from exc
+                except requests.RequestException as exc:
+                    # The body failed after the headers (cut short, stalled, reset):
+                    # urllib3's retries are over by then, so apply the same policy.
+                    error = ProtocolError(transport_reason(exc))
+                    try:
+                        retry = retry.increment("GET", url, error=error)
+                    except MaxRetryError:
+                        reason = transport_reason(exc)
+                        raise ScimRequestError(url, None, reason) from exc
+            retry.sleep()
+
+    def _send(self, url: str, params: Params | None) -> requests.Response:
+        try:
+            return self._session.get(
+                url, params=params, timeout=self.settings.timeout, stream=True
+            )
+        except RetryAfterTooLongError as exc:
+            hint = (
+                f"the server asked to wait {exc.seconds:.0f} s, longer than the "
+                f"configured maximum of {self.settings.retry_after_max:.0f} s"
+            )
+            raise ScimRequestError(url, exc.status, None, hint=hint) from exc
+        except requests.RequestException as exc:
+            raise ScimRequestError(url, None, transport_reason(exc)) from exc
 
     def _read_body(self, response: requests.Response, url: str) -> bytes:
         limit = self.settings.max_response_bytes
@@ -610,7 +622,7 @@ def _retry_policy(
         (ScimRetry,),
         {
             "on_retry": staticmethod(on_retry) if on_retry else None,
-            "retry_after_max": settings.retry_after_max,
+            "wait_limit": settings.retry_after_max,
         },
     )
     retry: ScimRetry = policy(

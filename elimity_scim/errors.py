@@ -102,7 +102,15 @@ def _reason(value: object, depth: int) -> str | None:
     if not isinstance(value, dict):
         return None
     lowered = {str(k).lower(): v for k, v in value.items()}
-    for key in ("detail", "message", "error_description", "error", "errors", "title"):
+    for key in (
+        "detail",
+        "message",
+        "error_description",
+        "description",
+        "error",
+        "errors",
+        "title",
+    ):
         found = _reason(lowered.get(key), depth + 1)
         if found:
             return found

@@ -46,6 +46,8 @@ class Memberships:
         self._listed: set[int] = set()
         self._groups: dict[int, _Group] = {}
         self._user_side: list[array[int]] = [array("I"), array("I")]
+        self._user_side_indirect: list[array[int]] = [array("I"), array("I")]
+        self._declared_indirect: dict[int, set[int]] = {}
         self._resolved = False
 
     def add_user(self, user_id: str) -> int:
@@ -88,15 +90,19 @@ class Memberships:
         else:
             group.untyped_users.append(user)
 
-    def add_user_group(self, user_id: str, group_value: str) -> None:
+    def add_user_group(
+        self, user_id: str, group_value: str, *, indirect: bool = False
+    ) -> None:
         """Note a membership read from a user's ``groups`` attribute.
 
         Kept aside until ``use_user_groups`` says this is the strategy in use.
         """
         user = self.user_index.get(user_id)
-        if user is not None:
-            self._user_side[0].append(user)
-            self._user_side[1].append(self._group_key(group_value))
+        if user is None:
+            return
+        side = self._user_side_indirect if indirect else self._user_side
+        side[0].append(user)
+        side[1].append(self._group_key(group_value))
 
     @property
     def user_groups_seen(self) -> int:
@@ -104,11 +110,19 @@ class Memberships:
         return len(self._user_side[0])
 
     def use_user_groups(self) -> None:
-        """Take the memberships from the users' ``groups`` attributes."""
+        """Take the memberships from the users' ``groups`` attributes.
+
+        Entries the server marks ``indirect`` are kept as indirect memberships: the
+        nesting that explains them may be visible nowhere else.
+        """
         users, groups = self._user_side
         for user, group in zip(users, groups, strict=True):
             self._group(group).users.append(user)
+        users, groups = self._user_side_indirect
+        for user, group in zip(users, groups, strict=True):
+            self._declared_indirect.setdefault(user, set()).add(group)
         self._user_side = [array("I"), array("I")]
+        self._user_side_indirect = [array("I"), array("I")]
 
     def reset_groups(self) -> None:
         """Forget the groups and group-side members read so far, to read again."""
@@ -130,12 +144,16 @@ class Memberships:
         user_groups = self._user_groups()
         ancestors = self._ancestors() if effective else {}
         for user, direct in enumerate(user_groups):
-            if not direct:
+            declared = self._declared_indirect.get(user)
+            if not direct and not declared:
                 continue
             user_id = self.user_ids[user]
             for group in direct:
                 yield membership(user_id, USER, self.group_ids[group], DIRECT)
             indirect = _indirect(direct, ancestors)
+            if declared:
+                listed = {group for group in declared if group in self._listed}
+                indirect = sorted(listed.union(indirect).difference(direct))
             for group in indirect:
                 yield membership(user_id, USER, self.group_ids[group], INDIRECT)
         for parent in self.listed_groups:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from urllib.parse import urlsplit
 
@@ -28,6 +28,7 @@ from elimity_scim.membership import Memberships
 from elimity_scim.strategies import (
     STRATEGIES,
     detect_strategy,
+    read_groups_by_id,
     read_memberships,
 )
 
@@ -43,6 +44,7 @@ class _Run:
     memberships: Memberships
     warnings: Warnings
     strategy: str
+    keyless: list[str] = field(default_factory=list)
 
 
 class ScimSource:
@@ -102,7 +104,10 @@ def _read(run: _Run) -> Iterator[Entity | Relationship]:
     yield from _users(run)
     groups = _groups(run)
     for group_id, group in groups:
-        count = run.memberships.member_count(group_id)
+        # Without memberships there is no count to claim.
+        count = (
+            None if run.strategy == "none" else run.memberships.member_count(group_id)
+        )
         yield group_entity(group_id, group, count, run.warnings)
     yield from run.memberships.relationships(effective=True)
 
@@ -120,16 +125,16 @@ def _users(run: _Run) -> Iterator[Entity]:
 
 
 def _note_user_groups(run: _Run, user_id: str, groups: object) -> None:
-    # RFC 7643 §4.1.2: a user's groups are read-only, "direct" or "indirect";
-    # only direct ones are memberships of their own.
+    # RFC 7643 §4.1.2: a user's groups are read-only, "direct" or "indirect".
     if not isinstance(groups, list):
         return
     for entry in groups:
         if not isinstance(entry, dict):
             continue
         value = entry.get("value")
-        if isinstance(value, str) and str(entry.get("type", "")).lower() != "indirect":
-            run.memberships.add_user_group(user_id, value)
+        if isinstance(value, str):
+            indirect = str(entry.get("type", "")).lower() == "indirect"
+            run.memberships.add_user_group(user_id, value, indirect=indirect)
 
 
 def _groups(run: _Run) -> list[tuple[str, dict[str, object]]]:
@@ -161,6 +166,12 @@ def _groups(run: _Run) -> list[tuple[str, dict[str, object]]]:
             )
             raise ScimConnectorError(msg)
         logger.info("Membership strategy %s: %s", run.strategy, reason)
+    if run.strategy == "inline" and run.keyless:
+        # SCIM-QUIRKS 7: a list may leave out some groups' members (nested groups,
+        # say) that the group itself carries when read by id.
+        count = len(run.keyless)
+        logger.info("Reading %d groups listed without members by id", count)
+        read_groups_by_id(run.client, run.memberships, run.keyless)
     group_ids = [group_id for group_id, _ in groups]
     read_memberships(run.client, run.paging, run.memberships, group_ids, run.strategy)
     logger.info("Read %d groups", len(groups))
@@ -172,6 +183,7 @@ def _list_groups(
 ) -> list[tuple[str, dict[str, object]]]:
     params = None if with_members else _EXCLUDE_MEMBERS
     groups = []
+    run.keyless = []
     for resource in run.client.iter_resources("Groups", run.paging, params):
         group_id = resource_id_of(resource)
         if group_id is None:
@@ -181,6 +193,8 @@ def _list_groups(
         run.memberships.add_group(group_id)
         if with_members:
             _add_members(run.memberships, run.warnings, group_id, members)
+            if members is None:
+                run.keyless.append(group_id)
         groups.append((group_id, group))
     return groups
 

@@ -79,6 +79,13 @@ def group_path(group_id: str) -> str:
     return f"Groups/{quote(group_id, safe='')}"
 
 
+def read_groups_by_id(
+    client: ScimClient, memberships: Memberships, group_ids: Sequence[str]
+) -> None:
+    """Read each group by id and record its members."""
+    _per_group(client, memberships, group_ids)
+
+
 def _per_group(
     client: ScimClient, memberships: Memberships, group_ids: Sequence[str]
 ) -> None:
@@ -144,12 +151,14 @@ def _filtered(
 def _filter_finds(
     client: ScimClient, paging: Paging, endpoint: str, query: str
 ) -> bool:
-    params: dict[str, str | int] = {
-        "filter": query,
-        "attributes": "id",
-        "startIndex": 1,
-        "count": 1,
-    }
+    # RFC 9865: a cursor-only server refuses startIndex, so probe the way it pages.
+    paging_params: dict[str, str | int] = (
+        {"cursor": "", "count": 1}
+        if paging.mode == "cursor"
+        else {"startIndex": 1, "count": 1}
+    )
+    params: dict[str, str | int] = {"filter": query, "attributes": "id"}
+    params.update(paging_params)
     try:
         body = client.get(endpoint, params, end_statuses=_UNSUPPORTED)
     except ScimConnectorError as exc:

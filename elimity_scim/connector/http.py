@@ -22,6 +22,10 @@ def transport_reason(exc: BaseException) -> str:
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
         return "the response was cut short"
     text = str(exc)
+    if "ConnectTimeoutError" in text or "Connect timeout" in text:
+        return "connecting timed out"
+    if "Read timed out" in text or "ReadTimeoutError" in text:
+        return "the server did not answer in time (read timeout)"
     if "RemoteDisconnected" in text or "Connection aborted" in text:
         return "the server closed the connection without answering"
     if "IncompleteRead" in text or "ProtocolError" in text:
