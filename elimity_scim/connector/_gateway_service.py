@@ -63,7 +63,6 @@ from elimity_scim.connector.errors import (
     ConfigurationError,
     ConnectorError,
     PushRefusedError,
-    SnapshotError,
     SourceAuthError,
     SourceError,
 )
@@ -247,9 +246,7 @@ def _code(exc: Exception) -> Code:
         return Code.FAILED_PRECONDITION
     if isinstance(exc, SourceError):
         return Code.UNAVAILABLE
-    if isinstance(exc, SnapshotError):
-        return Code.INTERNAL
-    return Code.INTERNAL
+    return Code.INTERNAL  # a SnapshotError (the source broke its model) or a bug
 
 
 def _check_cursor(request: PerformImportRequest) -> None:

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from elimity_insights_client import Level
 
+from elimity_scim.connector.arguments import LOG_LEVELS, add_source_arguments, env_flag
 from elimity_scim.connector.config import resolve, secret_values
 from elimity_scim.connector.contract import Source, load_source, source_names
 from elimity_scim.connector.delivery import (
@@ -27,6 +28,7 @@ from elimity_scim.connector.errors import (
     ExitCode,
     PushError,
 )
+from elimity_scim.connector.gateway import add_serve_command
 from elimity_scim.connector.guards import PushGuard, default_state_file
 from elimity_scim.connector.http import is_loopback
 from elimity_scim.connector.logs import RedactingFormatter
@@ -34,8 +36,6 @@ from elimity_scim.connector.progress import Progress
 from elimity_scim.connector.snapshot import SnapshotValidator, validated
 
 logger = logging.getLogger(__name__)
-
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,7 +78,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
 
     run = commands.add_parser("run", help="read a source and deliver a snapshot")
-    _source_arguments(run)
+    add_source_arguments(run, config_help="JSON file with option and setting values")
     run.add_argument(
         "--insights-url", help="Insights base URL (env ELIMITY_INSIGHTS_URL)"
     )
@@ -124,30 +124,10 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check", help="diagnose a source's configuration")
-    _source_arguments(check)
+    add_source_arguments(check, config_help="JSON file with option and setting values")
     check.set_defaults(handler=_check)
+    add_serve_command(commands)
     return parser
-
-
-def _source_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source")
-    parser.add_argument(
-        "--config", type=Path, help="JSON file with option and setting values"
-    )
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting (not an option); repeatable",
-    )
-    parser.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=LOG_LEVELS,
-        default=argparse.SUPPRESS,
-        help="log verbosity (env ELIMITY_LOG_LEVEL; default INFO)",
-    )
 
 
 def _configure_logging(level: str | None) -> RedactingFormatter:
@@ -275,7 +255,9 @@ def _insights_target(
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
         msg = f"the Insights URL must be http(s)://host[:port] without user info: {url}"
         raise ConfigurationError(msg)
-    insecure = args.allow_insecure_http or _flag(environ, "ELIMITY_ALLOW_INSECURE_HTTP")
+    insecure = args.allow_insecure_http or env_flag(
+        environ, "ELIMITY_ALLOW_INSECURE_HTTP"
+    )
     if parts.scheme == "http" and not is_loopback(url) and not insecure:
         msg = (
             f"the Insights URL {url} is plain http:// to another host: the token would "
@@ -312,20 +294,10 @@ def _guard(
     return PushGuard(
         key=f"{target.url}#{target.source_id}",
         guarded_type=str(first.get("id", "")) if isinstance(first, dict) else "",
-        allow_empty=args.allow_empty or _flag(environ, "ELIMITY_ALLOW_EMPTY"),
+        allow_empty=args.allow_empty or env_flag(environ, "ELIMITY_ALLOW_EMPTY"),
         max_drop=max_drop,
         state_file=Path(state_file) if state_file else default_state_file(environ),
     )
-
-
-def _flag(environ: Mapping[str, str], name: str) -> bool:
-    value = environ.get(name, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    msg = f"{name} must be true or false, not {value!r}"
-    raise ConfigurationError(msg)
 
 
 def _push_timeout(args: argparse.Namespace, environ: Mapping[str, str]) -> float:

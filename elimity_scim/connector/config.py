@@ -83,7 +83,7 @@ def resolve(
     for key, spec in specs.items():
         if key in raw:
             value, origin = raw[key]
-            values[key] = _coerce(spec, value, origin)
+            values[key] = coerce(spec, value, origin)
         else:
             values[key] = None
         if values[key] is None:
@@ -198,7 +198,8 @@ def _from_overrides(
     return found
 
 
-def _coerce(spec: OptionSpec, value: object, origin: str) -> object:
+def coerce(spec: OptionSpec, value: object, origin: str) -> object:
+    """Validate one raw value of an option or setting; ``origin`` names its source."""
     shown = "(hidden)" if spec.secret else repr(value)
     if isinstance(value, str) and value == "" and spec.optional:
         return None

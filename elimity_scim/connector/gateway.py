@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from elimity_scim.connector.arguments import add_source_arguments, env_flag
 from elimity_scim.connector.config import (
-    _coerce,
+    coerce,
     env_name,
     option_specs,
     resolve,
@@ -50,9 +51,16 @@ DEFAULT_ISSUER = "https://auth.elimity.com/"
 DEFAULT_AUDIENCES = ("gateway",)
 EXTRA_HINT = "pip install 'elimity-scim[gateway]'"
 # The modules of the gateway extra, imported only when serving.
-EXTRA_MODULES = ("elimity_insights_sdk", "connectrpc", "uvicorn", "jwt")
-_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+EXTRA_MODULES = (
+    "elimity_insights_sdk",
+    "elimity.insights.customgateway.v1alpha2.customgateway_connect",
+    "connectrpc",
+    "uvicorn",
+    "jwt",
+    "cryptography",
+)
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_GRACEFUL_SHUTDOWN_SECONDS = 10
 
 
 @dataclass(frozen=True)
@@ -102,23 +110,8 @@ def add_serve_command(
         description="Serve a source as an Elimity Insights custom gateway: Insights "
         "calls it to import, sending the source's options as configuration fields.",
     )
-    serve.add_argument("source")
-    serve.add_argument(
-        "--config", type=Path, help="JSON file with setting values (no options)"
-    )
-    serve.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a setting (not an option); repeatable",
-    )
-    serve.add_argument(
-        "--log-level",
-        type=str.upper,
-        choices=_LOG_LEVELS,
-        default=argparse.SUPPRESS,
-        help="log verbosity (env ELIMITY_LOG_LEVEL; default INFO)",
+    add_source_arguments(
+        serve, config_help="JSON file with setting values (no options)"
     )
     serve.add_argument(
         "--host",
@@ -224,8 +217,8 @@ def serve_command(args: argparse.Namespace, formatter: RedactingFormatter) -> in
     port = _port(args.port, environ.get("ELIMITY_GATEWAY_PORT"))
     tls = _tls(args, environ)
     app = create_app(source, config, formatter)
-    listener = listen(host, port)
     server = make_server(app, tls=tls)
+    listener = listen(host, port)
     bound = listener.getsockname()
     scheme = "https" if tls else "http"
     if not tls and not is_loopback(f"http://{_url_host(host)}/"):
@@ -269,7 +262,7 @@ def gateway_config(
     )
     for prefix in allowed:
         _check_prefix(prefix)
-    no_auth = args.no_auth or _env_flag(environ, "ELIMITY_GATEWAY_NO_AUTH")
+    no_auth = args.no_auth or env_flag(environ, "ELIMITY_GATEWAY_NO_AUTH")
     jwt = None if no_auth else _jwt_settings(args, environ)
     if jwt is None:
         if not allowed:
@@ -288,7 +281,7 @@ def gateway_config(
         settings=settings,
         jwt=jwt,
         allowed_base_urls=allowed,
-        allow_empty=args.allow_empty or _env_flag(environ, "ELIMITY_ALLOW_EMPTY"),
+        allow_empty=args.allow_empty or env_flag(environ, "ELIMITY_ALLOW_EMPTY"),
         secrets=tuple(secret_values(manifest, settings)),
     )
 
@@ -354,7 +347,7 @@ def resolve_fields(
             raise ConfigurationError(msg)
         value = None
         if spec.key in fields:
-            value = _coerce(spec, fields[spec.key], f"field {spec.key!r}")
+            value = coerce(spec, fields[spec.key], f"field {spec.key!r}")
         if value is None:
             if not spec.optional:
                 msg = (
@@ -483,9 +476,16 @@ def make_server(
         lifespan="off",  # the Connect app answers HTTP only
         log_config=None,  # keep the runner's redacting log handler
         server_header=False,
+        # On SIGTERM, imports still streaming end in an error after this long.
+        timeout_graceful_shutdown=_GRACEFUL_SHUTDOWN_SECONDS,
         ssl_certfile=tls[0] if tls else None,
         ssl_keyfile=tls[1] if tls else None,
     )
+    try:
+        config.load()  # reads the TLS files now, not on the first request
+    except OSError as exc:  # ssl.SSLError included
+        msg = f"cannot load the TLS certificate or key: {exc}"
+        raise ConfigurationError(msg) from exc
     return uvicorn.Server(config)
 
 
@@ -581,16 +581,6 @@ def _origin_and_path(url: str) -> tuple[tuple[str, str, int], str] | None:
     if "." in segments or ".." in segments:
         return None
     return (scheme, parts.hostname.lower().rstrip("."), port), parts.path or "/"
-
-
-def _env_flag(environ: Mapping[str, str], name: str) -> bool:
-    value = environ.get(name, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    msg = f"{name} must be true or false, not {value!r}"
-    raise ConfigurationError(msg)
 
 
 def _port(flag: int | None, variable: str | None) -> int:
