@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 from urllib.parse import urlsplit
 
+import orjson
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
@@ -565,7 +566,7 @@ def resource_id_of(resource: Mapping[str, object]) -> str | None:
 def _json_object(response: requests.Response, body: bytes, url: str) -> JsonObject:
     content_type = response.headers.get("Content-Type", "no Content-Type")
     try:
-        parsed: object = json.loads(body)
+        parsed = _loads(body)
     except (ValueError, RecursionError) as exc:
         looks_html = "html" in content_type.lower() or body.lstrip()[:1] == b"<"
         what = "an HTML page, not SCIM JSON" if looks_html else "not valid JSON"
@@ -582,6 +583,17 @@ def _json_object(response: requests.Response, body: bytes, url: str) -> JsonObje
             "an object"
         )
         raise ScimPayloadError(msg)
+    return parsed
+
+
+def _loads(body: bytes) -> object:
+    # orjson parses pages about twice as fast; anything it refuses (NaN, huge
+    # integers, lone surrogates, deep nesting) goes to the stdlib parser, whose
+    # verdict is the one that counts.
+    try:
+        parsed: object = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
     return parsed
 
 

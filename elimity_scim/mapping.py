@@ -33,37 +33,48 @@ MEMBERSHIP_TYPE = "membershipType"
 DIRECT = "direct"
 INDIRECT = "indirect"
 
-# (Insights attribute id, path of lower-cased SCIM attribute names)
+# (Insights attribute id, where the SCIM attribute lives, its lower-cased name)
 _USER_STRINGS = (
-    ("userName", ("username",)),
-    ("displayName", ("displayname",)),
-    ("givenName", ("name", "givenname")),
-    ("familyName", ("name", "familyname")),
-    ("formattedName", ("name", "formatted")),
-    ("title", ("title",)),
-    ("userType", ("usertype",)),
-    ("externalId", ("externalid",)),
-    ("preferredLanguage", ("preferredlanguage",)),
-    ("locale", ("locale",)),
-    ("timezone", ("timezone",)),
-    ("employeeNumber", (ENTERPRISE_USER, "employeenumber")),
-    ("costCenter", (ENTERPRISE_USER, "costcenter")),
-    ("organization", (ENTERPRISE_USER, "organization")),
-    ("division", (ENTERPRISE_USER, "division")),
-    ("department", (ENTERPRISE_USER, "department")),
-    ("managerId", (ENTERPRISE_USER, "manager", "value")),
-    ("managerDisplayName", (ENTERPRISE_USER, "manager", "displayname")),
+    ("userName", "", "username"),
+    ("displayName", "", "displayname"),
+    ("givenName", "name", "givenname"),
+    ("familyName", "name", "familyname"),
+    ("formattedName", "name", "formatted"),
+    ("title", "", "title"),
+    ("userType", "", "usertype"),
+    ("externalId", "", "externalid"),
+    ("preferredLanguage", "", "preferredlanguage"),
+    ("locale", "", "locale"),
+    ("timezone", "", "timezone"),
+    ("employeeNumber", "enterprise", "employeenumber"),
+    ("costCenter", "enterprise", "costcenter"),
+    ("organization", "enterprise", "organization"),
+    ("division", "enterprise", "division"),
+    ("department", "enterprise", "department"),
+    ("managerId", "manager", "value"),
+    ("managerDisplayName", "manager", "displayname"),
 )
 _GROUP_STRINGS = (
-    ("displayName", ("displayname",)),
-    ("externalId", ("externalid",)),
+    ("displayName", "", "displayname"),
+    ("externalId", "", "externalid"),
 )
-_DATES = (("created", ("meta", "created")), ("lastModified", ("meta", "lastmodified")))
+_DATES = (("created", "created"), ("lastModified", "lastmodified"))
+_EMPTY: dict[str, object] = {}
+_ACTIVE = AttributeAssignment(attribute_type_id="active", value=BooleanValue(True))
+_INACTIVE = AttributeAssignment(attribute_type_id="active", value=BooleanValue(False))
 
 
 def lowered(resource: JsonObject) -> dict[str, object]:
     """Return a resource with lower-cased attribute names, nested objects included."""
     return {key.lower(): _lowered_value(value) for key, value in resource.items()}
+
+
+def lowered_get(resource: JsonObject, name: str) -> object:
+    """Return the attribute ``name`` (lower case) whatever the case of its key."""
+    for key, value in resource.items():
+        if key.lower() == name:
+            return value
+    return None
 
 
 def _lowered_value(value: object) -> object:
@@ -74,29 +85,46 @@ def _lowered_value(value: object) -> object:
     return value
 
 
+def _shallow(value: object) -> Mapping[str, object]:
+    # Lower-cases one level only: the mapping reads a handful of known attributes,
+    # so lowering whole resources would be wasted work on the hot path.
+    if not isinstance(value, dict):
+        return _EMPTY
+    return {str(key).lower(): item for key, item in value.items()}
+
+
 def user_entity(user_id: str, user: JsonObject, warnings: Warnings) -> Entity:
-    """Map one SCIM User (with lower-cased names) onto an Insights user entity."""
-    assignments = list(_strings(user, _USER_STRINGS, warnings))
-    active = _boolean(user.get("active"), warnings)
+    """Map one SCIM User (attribute names in any case) onto an Insights user entity."""
+    top = _shallow(user)
+    enterprise = _shallow(top.get(ENTERPRISE_USER))
+    scopes = {
+        "": top,
+        "name": _shallow(top.get("name")),
+        "enterprise": enterprise,
+        "manager": _shallow(enterprise.get("manager")),
+    }
+    assignments = _strings(scopes, _USER_STRINGS, warnings)
+    active = _boolean(top.get("active"), warnings)
     if active is not None:
-        assignments.append(_assignment("active", BooleanValue(active)))
-    email = primary_email(user, warnings)
+        assignments.append(_ACTIVE if active else _INACTIVE)
+    email = primary_email(top, warnings)
     if email is not None:
         assignments.append(_assignment("email", StringValue(email)))
-    assignments.extend(_dates(user, warnings))
-    name = _text(user.get("displayname")) or _text(user.get("username")) or user_id
+    assignments.extend(_dates(_shallow(top.get("meta")), warnings))
+    name = _text(top.get("displayname")) or _text(top.get("username")) or user_id
     return Entity(attribute_assignments=assignments, id=user_id, name=name, type=USER)
 
 
 def group_entity(
     group_id: str, group: JsonObject, member_count: int | None, warnings: Warnings
 ) -> Entity:
-    """Map one SCIM Group (with lower-cased names) onto an Insights group entity."""
-    assignments = list(_strings(group, _GROUP_STRINGS, warnings))
+    """Map one SCIM Group (attribute names in any case) onto an Insights entity."""
+    top = _shallow(group)
+    assignments = _strings({"": top}, _GROUP_STRINGS, warnings)
     if member_count is not None:
         assignments.append(_assignment("memberCount", NumberValue(member_count)))
-    assignments.extend(_dates(group, warnings))
-    name = _text(group.get("displayname")) or group_id
+    assignments.extend(_dates(_shallow(top.get("meta")), warnings))
+    name = _text(top.get("displayname")) or group_id
     return Entity(attribute_assignments=assignments, id=group_id, name=name, type=GROUP)
 
 
@@ -118,14 +146,15 @@ def membership(
 
 
 def primary_email(user: JsonObject, warnings: Warnings) -> str | None:
-    """Return the primary email address, else the first one."""
+    """Return the primary email address, else the first one.
+
+    ``user`` has lower-cased top-level attribute names.
+    """
     emails = user.get("emails")
     if not isinstance(emails, list):
         return None
     candidates = [
-        (email, _text(email.get("value")))
-        for email in emails
-        if isinstance(email, dict)
+        (email, _text(email.get("value"))) for email in map(_shallow, emails) if email
     ]
     values = [(email, value) for email, value in candidates if value]
     primaries = [value for email, value in values if _is_true(email.get("primary"))]
@@ -136,40 +165,71 @@ def primary_email(user: JsonObject, warnings: Warnings) -> str | None:
 
 
 def _strings(
-    resource: JsonObject,
-    fields: tuple[tuple[str, tuple[str, ...]], ...],
+    scopes: Mapping[str, Mapping[str, object]],
+    fields: tuple[tuple[str, str, str], ...],
     warnings: Warnings,
-) -> Iterator[AttributeAssignment]:
-    for attribute, path in fields:
-        raw = _path(resource, path)
+) -> list[AttributeAssignment]:
+    assignments = []
+    for attribute, scope, key in fields:
+        raw = scopes[scope].get(key)
         if raw is None:
             continue
-        text = _text(raw)
+        text = raw if type(raw) is str else _text(raw)
         if text is None:
-            warnings.add(f"values of {'.'.join(path)} that are not text, skipped")
+            where = f"{scope}.{key}" if scope else key
+            warnings.add(f"values of {where} that are not text, skipped")
             continue
-        yield _assignment(attribute, StringValue(text))
+        if text:
+            assignments.append(_string_assignment(attribute, text))
+    return assignments
 
 
-def _dates(resource: JsonObject, warnings: Warnings) -> Iterator[AttributeAssignment]:
-    for attribute, path in _DATES:
-        raw = _path(resource, path)
+# Many attributes repeat across users (department, locale, title, …). Their value
+# objects are shared rather than built again for every user: nothing downstream
+# mutates them, and building objects is most of the mapping's cost.
+_SHARED = frozenset(
+    {
+        "title",
+        "userType",
+        "preferredLanguage",
+        "locale",
+        "timezone",
+        "costCenter",
+        "organization",
+        "division",
+        "department",
+    }
+)
+_SHARED_MAX = 50_000
+_shared: dict[tuple[str, str], AttributeAssignment] = {}
+
+
+def _string_assignment(attribute: str, text: str) -> AttributeAssignment:
+    if attribute not in _SHARED:
+        return AttributeAssignment(attribute_type_id=attribute, value=StringValue(text))
+    key = (attribute, text)
+    found = _shared.get(key)
+    if found is None:
+        if len(_shared) >= _SHARED_MAX:
+            _shared.clear()
+        found = _shared[key] = AttributeAssignment(
+            attribute_type_id=attribute, value=StringValue(text)
+        )
+    return found
+
+
+def _dates(
+    meta: Mapping[str, object], warnings: Warnings
+) -> Iterator[AttributeAssignment]:
+    for attribute, key in _DATES:
+        raw = meta.get(key)
         if raw is None:
             continue
         value = _date_time(raw)
         if value is None:
-            warnings.add(f"unreadable {'.'.join(path)} timestamps, skipped")
+            warnings.add(f"unreadable meta.{key} timestamps, skipped")
             continue
         yield _assignment(attribute, DateTimeValue(value))
-
-
-def _path(resource: JsonObject, path: tuple[str, ...]) -> object:
-    value: object = resource
-    for key in path:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(key)
-    return value
 
 
 def _text(value: object) -> str | None:
@@ -198,9 +258,13 @@ def _date_time(value: object) -> DateTime | None:
     if not isinstance(value, str):
         return None
     try:
-        parsed = isoparse(value)
-    except (ValueError, OverflowError):
-        return None
+        # The C parser handles the usual forms; dateutil the rarer ISO 8601 ones.
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        try:
+            parsed = isoparse(value)
+        except (ValueError, OverflowError):
+            return None
     # RFC 7643 §2.3.5: xsd:dateTime; a value without offset is taken as UTC.
     moment = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     try:

@@ -21,6 +21,7 @@ from elimity_scim.mapping import DIRECT, GROUP, INDIRECT, USER, membership
 
 logger = logging.getLogger(__name__)
 
+_CANONICAL = frozenset({"value", "type", "$ref", "display"})
 _DANGLING = "member references that point at nothing the server listed, dropped"
 _AMBIGUOUS = "member references without type matching both a user and a group id"
 
@@ -71,7 +72,11 @@ class Memberships:
         if not isinstance(member, dict):
             self.warnings.add("member entries that are not objects, skipped")
             return
-        fields = {str(key).lower(): value for key, value in member.items()}
+        fields = (
+            member
+            if member.keys() <= _CANONICAL
+            else {str(key).lower(): value for key, value in member.items()}
+        )
         value = _text(fields.get("value"))
         ref = _text(fields.get("$ref"))
         kind = (_text(fields.get("type")) or "").lower() or None

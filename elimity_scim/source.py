@@ -23,7 +23,7 @@ from elimity_scim.connector.errors import ConfigurationError
 from elimity_scim.connector.http import is_loopback
 from elimity_scim.diagnostics import Warnings
 from elimity_scim.errors import ScimAuthError, ScimConnectorError, ScimRequestError
-from elimity_scim.mapping import group_entity, lowered, user_entity
+from elimity_scim.mapping import group_entity, lowered, lowered_get, user_entity
 from elimity_scim.membership import Memberships
 from elimity_scim.strategies import (
     STRATEGIES,
@@ -117,10 +117,13 @@ def _users(run: _Run) -> Iterator[Entity]:
         user_id = resource_id_of(resource)
         if user_id is None:
             continue
-        user = lowered(resource)
         run.memberships.add_user(user_id)
-        _note_user_groups(run, user_id, user.pop("groups", None))
-        yield user_entity(user_id, user, run.warnings)
+        groups = resource.get("groups")
+        if groups is None and "userName" not in resource:
+            # Attribute names in another case (RFC 7643 §2.1): look harder.
+            groups = lowered_get(resource, "groups")
+        _note_user_groups(run, user_id, groups)
+        yield user_entity(user_id, resource, run.warnings)
     logger.info("Read %d users", len(run.memberships.user_ids))
 
 
@@ -131,6 +134,7 @@ def _note_user_groups(run: _Run, user_id: str, groups: object) -> None:
     for entry in groups:
         if not isinstance(entry, dict):
             continue
+        entry = lowered(entry)
         value = entry.get("value")
         if isinstance(value, str):
             indirect = str(entry.get("type", "")).lower() == "indirect"

@@ -64,7 +64,7 @@ def _items() -> list[Item]:
     everything = [
         _a("b", BooleanValue(False)),
         _a("n", NumberValue(99)),
-        _a("s", StringValue('Zoë "quoted" \\ 日本 \n')),
+        _a("s", StringValue('Zoë "quoted" \\ 日本 \n \U0001f600 \x00')),
         _a("d", DateValue(year=2024, month=2, day=29)),
         _a(
             "dt",
@@ -111,7 +111,7 @@ def _client_text(items: list[Item]) -> str:
 def test_encoding_equals_the_clients_text(count: int) -> None:
     items = _items()[:count]
     chunks: list[str] = []
-    encode_snapshot(iter(items), chunks.append)
+    encode_snapshot(iter(items), chunks.append, SnapshotValidator(MODEL))
     ours = "".join(chunks)
     assert ours == _client_text(items)
     assert json.loads(ours) == json.loads(_client_text(items))
@@ -123,7 +123,7 @@ def test_many_entities_cross_batches() -> None:
         for n in range(1300)
     ]
     chunks: list[str] = []
-    encode_snapshot(iter(items), chunks.append)
+    encode_snapshot(iter(items), chunks.append, SnapshotValidator(MODEL))
     assert "".join(chunks) == _client_text(items)
     assert (
         zlib.decompress(zlib.compress("".join(chunks).encode())).count(b'"id"') == 1300

@@ -1,18 +1,21 @@
 """Check a stream of entities and relationships against a data model, and encode it.
 
-The encoding is byte-for-byte the JSON text that
-``elimity_insights_client.Client.reload_domain_graph`` compresses (simplejson's
-defaults: ``", "`` and ``": "`` separators, ASCII escapes, keys in the client's
-order), produced incrementally so that memory does not grow with the snapshot.
+Checking and encoding are one pass: each attribute assignment is looked up once, by
+entity type and attribute id, in a table built from the data model that holds both
+its declared value class and its JSON text up to the value. The output is
+byte-for-byte the JSON text that ``elimity_insights_client.Client.reload_domain_graph``
+compresses (simplejson's defaults: ``", "`` and ``": "`` separators, ASCII escapes,
+keys in the client's order), produced incrementally so that memory does not grow with
+the snapshot.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii as _quote
 
 from elimity_insights_client import (
     AttributeAssignment,
@@ -31,15 +34,18 @@ from elimity_insights_client import (
 from elimity_scim.connector.contract import Item
 from elimity_scim.connector.errors import SnapshotError
 
-_VALUE_TYPES: dict[type, str] = {
-    BooleanValue: "boolean",
-    DateValue: "date",
-    DateTimeValue: "dateTime",
-    NumberValue: "number",
-    StringValue: "string",
-    TimeValue: "time",
+_VALUE_CLASSES: dict[str, type] = {
+    "boolean": BooleanValue,
+    "date": DateValue,
+    "dateTime": DateTimeValue,
+    "number": NumberValue,
+    "string": StringValue,
+    "time": TimeValue,
 }
 _BATCH = 512
+
+# attribute id -> (declared value class, JSON text of the assignment up to its value)
+_Templates = dict[str, tuple[type, str]]
 
 
 @dataclass
@@ -62,14 +68,14 @@ class SnapshotCounts:
 
 
 class SnapshotValidator:
-    """Checks each entity and relationship against a data model as it passes."""
+    """Checks each entity and relationship against a data model, and encodes it."""
 
     def __init__(self, data_model: Mapping[str, object]) -> None:
         self.counts = SnapshotCounts()
-        self._entity_attributes = _attribute_types(
+        self._entity_templates = _templates(
             data_model, "entityAttributeTypes", ("entityTypeId",)
         )
-        self._relationship_attributes = _attribute_types(
+        self._relationship_templates = _templates(
             data_model, "relationshipAttributeTypes", ("parentType", "childType")
         )
         self._relationship_types = {
@@ -81,8 +87,8 @@ class SnapshotValidator:
         }
         self._relationships_started = False
 
-    def entity(self, entity: Entity) -> None:
-        """Check one entity, its attributes and that its id is new."""
+    def entity(self, entity: Entity) -> str:
+        """Check one entity, its attributes and that its id is new; return its JSON."""
         if self._relationships_started:
             msg = "an entity came after the first relationship"
             raise SnapshotError(msg)
@@ -99,188 +105,170 @@ class SnapshotValidator:
         if entity.id in ids:
             msg = f"{entity.type} {entity.id!r} appears twice"
             raise SnapshotError(msg)
+        templates = self._entity_templates.get(entity.type, {})
         what = f"{entity.type} {entity.id!r}"
-        declared = self._entity_attributes.get((entity.type,), {})
-        _check_assignments(what, entity.attribute_assignments, declared)
+        assignments = _assignments(what, entity.attribute_assignments, templates)
         ids.add(entity.id)
         self.counts.entities[entity.type] += 1
+        return (
+            f'{{"attributeAssignments": [{assignments}], "id": {_quote(entity.id)}, '
+            f'"name": {_quote(entity.name)}, "type": {_quote(entity.type)}}}'
+        )
 
-    def relationship(self, relationship: Relationship) -> None:
-        """Check one relationship's type, endpoints and attributes."""
+    def relationship(self, relationship: Relationship) -> str:
+        """Check one relationship's type, endpoints and attributes; return its JSON."""
         self._relationships_started = True
+        from_id, to_id = relationship.from_entity_id, relationship.to_entity_id
         pair = (relationship.from_entity_type, relationship.to_entity_type)
-        what = f"relationship {pair[0]} {relationship.from_entity_id!r} → "
-        what += f"{pair[1]} {relationship.to_entity_id!r}"
+        what = f"relationship {pair[0]} {from_id!r} → {pair[1]} {to_id!r}"
         if pair not in self._relationship_types:
             msg = f"{what} has an undeclared type"
             raise SnapshotError(msg)
-        if relationship.from_entity_id not in self._ids[pair[0]]:
+        if from_id not in self._ids[pair[0]]:
             msg = f"{what} starts at an entity the snapshot does not hold"
             raise SnapshotError(msg)
-        if relationship.to_entity_id not in self._ids[pair[1]]:
+        if to_id not in self._ids[pair[1]]:
             msg = f"{what} ends at an entity the snapshot does not hold"
             raise SnapshotError(msg)
-        declared = self._relationship_attributes.get(pair, {})
-        _check_assignments(what, relationship.attribute_assignments, declared)
+        templates = self._relationship_templates.get(pair, {})
+        assignments = _assignments(what, relationship.attribute_assignments, templates)
         self.counts.relationships[pair] += 1
+        return (
+            f'{{"attributeAssignments": [{assignments}], '
+            f'"fromEntityId": {_quote(from_id)}, "toEntityId": {_quote(to_id)}, '
+            f'"fromEntityType": {_quote(pair[0])}, "toEntityType": {_quote(pair[1])}}}'
+        )
+
+    def item(self, item: Item) -> str:
+        """Check and encode an entity or a relationship."""
+        if isinstance(item, Entity):
+            return self.entity(item)
+        return self.relationship(item)
 
 
 def validated(items: Iterable[Item], validator: SnapshotValidator) -> Iterator[Item]:
     """Pass items through, checking each one first."""
     for item in items:
-        if isinstance(item, Entity):
-            validator.entity(item)
-        else:
-            validator.relationship(item)
+        validator.item(item)
         yield item
 
 
-def encode_snapshot(items: Iterable[Item], write: Callable[[str], object]) -> None:
-    """Write the snapshot JSON text for a stream of entities then relationships.
-
-    ``items`` must yield every entity before the first relationship, as
-    ``validated`` ensures.
-    """
+def encode_snapshot(
+    items: Iterable[Item], write: Callable[[str], object], validator: SnapshotValidator
+) -> None:
+    """Check and write the snapshot JSON text for entities, then relationships."""
     write('{"entities": [')
-    section = "entities"
-    batch: list[object] = []
+    in_entities = True
+    batch: list[str] = []
     first = True
     for item in items:
-        if isinstance(item, Relationship) and section == "entities":
+        is_entity = isinstance(item, Entity)
+        if in_entities and not is_entity:
             first = _flush(batch, write, first=first)
             write('], "relationships": [')
-            section, first = "relationships", True
-        batch.append(
-            entity_json(item) if isinstance(item, Entity) else relationship_json(item)
-        )
+            in_entities, first = False, True
+        batch.append(validator.item(item))
         if len(batch) >= _BATCH:
             first = _flush(batch, write, first=first)
     _flush(batch, write, first=first)
-    if section == "entities":
+    if in_entities:
         write('], "relationships": [')
     write("]}")
 
 
-def entity_json(entity: Entity) -> dict[str, object]:
-    """Return the JSON object the Insights client sends for an entity."""
-    return {
-        "attributeAssignments": [
-            _assignment_json(a) for a in entity.attribute_assignments
-        ],
-        "id": entity.id,
-        "name": entity.name,
-        "type": entity.type,
-    }
-
-
-def relationship_json(relationship: Relationship) -> dict[str, object]:
-    """Return the JSON object the Insights client sends for a relationship."""
-    return {
-        "attributeAssignments": [
-            _assignment_json(a) for a in relationship.attribute_assignments
-        ],
-        "fromEntityId": relationship.from_entity_id,
-        "toEntityId": relationship.to_entity_id,
-        "fromEntityType": relationship.from_entity_type,
-        "toEntityType": relationship.to_entity_type,
-    }
-
-
-def _flush(batch: list[object], write: Callable[[str], object], *, first: bool) -> bool:
+def _flush(batch: list[str], write: Callable[[str], object], *, first: bool) -> bool:
     if not batch:
         return first
-    text = json.dumps(batch, ensure_ascii=True, allow_nan=False)[1:-1]
+    text = ", ".join(batch)
     write(text if first else ", " + text)
     batch.clear()
     return False
 
 
-def _assignment_json(assignment: AttributeAssignment) -> dict[str, object]:
-    return {
-        "attributeTypeId": assignment.attribute_type_id,
-        "value": _value_json(assignment.value),
-    }
-
-
-def _value_json(value: Value) -> dict[str, object]:
-    if isinstance(value, DateTimeValue):
-        return {"type": "dateTime", "value": _date_time_json(value.value)}
-    if isinstance(value, DateValue):
-        date = {"year": value.year, "month": value.month, "day": value.day}
-        return {"type": "date", "value": date}
-    if isinstance(value, TimeValue):
-        time = {"hour": value.hour, "minute": value.minute, "second": value.second}
-        return {"type": "time", "value": time}
-    return {"type": _VALUE_TYPES[type(value)], "value": value.value}
-
-
-def _date_time_json(value: DateTime) -> dict[str, int]:
-    return {
-        "year": value.year,
-        "month": value.month,
-        "day": value.day,
-        "hour": value.hour,
-        "minute": value.minute,
-        "second": value.second,
-    }
-
-
-def _check_assignments(
-    what: str,
-    assignments: Iterable[AttributeAssignment],
-    declared: Mapping[str, str],
-) -> None:
+def _assignments(
+    what: str, assignments: Iterable[AttributeAssignment], templates: _Templates
+) -> str:
+    parts = []
     seen: set[str] = set()
     for assignment in assignments:
         attribute = assignment.attribute_type_id
-        expected = declared.get(attribute)
-        if expected is None:
+        template = templates.get(attribute)
+        if template is None:
             msg = f"{what} assigns undeclared attribute {attribute!r}"
             raise SnapshotError(msg)
         if attribute in seen:
             msg = f"{what} assigns attribute {attribute!r} twice"
             raise SnapshotError(msg)
         seen.add(attribute)
-        actual = _VALUE_TYPES.get(type(assignment.value))
-        if actual != expected or not _value_ok(assignment.value):
-            msg = f"{what} has an invalid {expected} value for {attribute!r}"
+        value_class, prefix = template
+        value = assignment.value
+        if type(value) is not value_class:
+            text = None
+        elif value_class is StringValue:  # the common case, without a call
+            raw = value.value  # type: ignore[union-attr]
+            text = _quote(raw) if type(raw) is str else None
+        else:
+            text = _value_text(value)
+        if text is None:
+            kind = prefix.rpartition('"type": "')[2].partition('"')[0]
+            msg = f"{what} has an invalid {kind} value for {attribute!r}"
             raise SnapshotError(msg)
+        parts.append(f"{prefix}{text}}}}}")
+    return ", ".join(parts)
 
 
-def _value_ok(value: Value) -> bool:
-    if isinstance(value, BooleanValue):
-        return isinstance(value.value, bool)
-    if isinstance(value, NumberValue):
-        number = value.value
-        return (
-            isinstance(number, int | float)
-            and not isinstance(number, bool)
-            and math.isfinite(number)
-        )
+def _value_text(value: Value) -> str | None:
+    # Returns None for a value the data model's type does not admit.
     if isinstance(value, StringValue):
-        return isinstance(value.value, str)
-    if isinstance(value, DateValue):
-        return _in_ranges(value.year, value.month, value.day)
+        return _quote(value.value) if isinstance(value.value, str) else None
+    if isinstance(value, BooleanValue):
+        return _boolean(value.value)
+    if isinstance(value, NumberValue):
+        return _number(value.value)
     if isinstance(value, DateTimeValue):
-        d = value.value
-        return _in_ranges(d.year, d.month, d.day) and _time_ok(
-            d.hour, d.minute, d.second
-        )
-    return _time_ok(value.hour, value.minute, value.second)
+        return _date_time(value.value)
+    if isinstance(value, DateValue):
+        return _date(value.year, value.month, value.day)
+    return _time(value.hour, value.minute, value.second)
 
 
-def _in_ranges(year: int, month: int, day: int) -> bool:
-    ints = all(
-        isinstance(n, int) and not isinstance(n, bool) for n in (year, month, day)
-    )
-    return ints and 1 <= year <= 9999 and 1 <= month <= 12 and 1 <= day <= 31
+def _boolean(value: object) -> str | None:
+    if value is True:
+        return "true"
+    return "false" if value is False else None
 
 
-def _time_ok(hour: int, minute: int, second: int) -> bool:
-    ints = all(
-        isinstance(n, int) and not isinstance(n, bool) for n in (hour, minute, second)
-    )
-    return ints and 0 <= hour <= 23 and 0 <= minute <= 59 and 0 <= second <= 60
+def _number(value: object) -> str | None:
+    # The same text json.dumps gives: int.__repr__ or float.__repr__, no NaN or ±Inf.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return int.__repr__(value) if isinstance(value, int) else float.__repr__(value)
+
+
+def _date_time(value: DateTime) -> str | None:
+    date = _date(value.year, value.month, value.day)
+    time = _time(value.hour, value.minute, value.second)
+    if date is None or time is None:
+        return None
+    return f"{date[:-1]}, {time[1:]}"
+
+
+def _date(year: object, month: object, day: object) -> str | None:
+    if not (_int_in(year, 1, 9999) and _int_in(month, 1, 12) and _int_in(day, 1, 31)):
+        return None
+    return f'{{"year": {year}, "month": {month}, "day": {day}}}'
+
+
+def _time(hour: object, minute: object, second: object) -> str | None:
+    if not (_int_in(hour, 0, 23) and _int_in(minute, 0, 59) and _int_in(second, 0, 60)):
+        return None
+    return f'{{"hour": {hour}, "minute": {minute}, "second": {second}}}'
+
+
+def _int_in(value: object, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
 
 
 def _objects(data_model: Mapping[str, object], key: str) -> list[Mapping[str, object]]:
@@ -290,16 +278,24 @@ def _objects(data_model: Mapping[str, object], key: str) -> list[Mapping[str, ob
     return [entry for entry in entries if isinstance(entry, dict)]
 
 
-def _attribute_types(
+def _templates(
     data_model: Mapping[str, object], key: str, scope: tuple[str, ...]
-) -> dict[tuple[str, ...], dict[str, str]]:
-    declared: dict[tuple[str, ...], dict[str, str]] = {}
+) -> dict[tuple[str, ...] | str, _Templates]:
+    templates: dict[tuple[str, ...] | str, _Templates] = {}
     for entry in _objects(data_model, key):
-        if entry.get("archived") is True:
+        kind = str(entry.get("type"))
+        value_class = _VALUE_CLASSES.get(kind)
+        if entry.get("archived") is True or value_class is None:
             continue
         owner = tuple(str(entry.get(part)) for part in scope)
-        declared.setdefault(owner, {})[str(entry.get("id"))] = str(entry.get("type"))
-    return declared
+        attribute = str(entry.get("id"))
+        prefix = (
+            f'{{"attributeTypeId": {_quote(attribute)}, '
+            f'"value": {{"type": "{kind}", "value": '
+        )
+        scoped = owner[0] if len(owner) == 1 else owner
+        templates.setdefault(scoped, {})[attribute] = (value_class, prefix)
+    return templates
 
 
 def _plurals(data_model: Mapping[str, object]) -> dict[str, str]:
