@@ -176,7 +176,7 @@ class ScimClient:
                 self.settings.concurrency, thread_name_prefix="scim"
             )
         return ordered_map(
-            self._pool, function, items, window=2 * self.settings.concurrency
+            self._pool, function, items, window=self.settings.concurrency + 2
         )
 
     def _retried(self, status: int | None) -> None:

@@ -148,7 +148,7 @@ class Memberships:
         self._resolve()
         user_groups = self._user_groups()
         ancestors = self._ancestors() if effective else {}
-        for user, direct in enumerate(user_groups):
+        for user, direct in user_groups:
             declared = self._declared_indirect.get(user)
             if not direct and not declared:
                 continue
@@ -252,17 +252,29 @@ class Memberships:
                 return True
         return False
 
-    def _user_groups(self) -> list[list[int]]:
-        per_user: list[list[int]] = [[] for _ in self.user_ids]
-        for index in self.listed_groups:
-            group = self._groups.get(index)
+    def _user_groups(self) -> Iterator[tuple[int, list[int]]]:
+        # Inverts group → users into user → groups in two flat arrays (offsets and
+        # group numbers) rather than a list per user: a few bytes per membership.
+        users = len(self.user_ids)
+        offsets = array("Q", bytes(8 * (users + 1)))
+        groups = [self._groups.get(index) for index in self.listed_groups]
+        for group in groups:
             for user in group.users if group else ():
-                groups = per_user[user]
-                if not groups or groups[-1] != index:
-                    groups.append(index)
-        return [
-            sorted(set(groups)) if len(groups) > 1 else groups for groups in per_user
-        ]
+                offsets[user + 1] += 1
+        for user in range(users):
+            offsets[user + 1] += offsets[user]
+        flat = array("I", bytes(4 * offsets[users]))
+        fill = array("Q", offsets)
+        for index, group in zip(self.listed_groups, groups, strict=True):
+            for user in group.users if group else ():
+                flat[fill[user]] = index
+                fill[user] += 1
+        for user in range(users):
+            start, end = offsets[user], offsets[user + 1]
+            if end - start > 1:
+                yield user, sorted(set(flat[start:end]))
+            else:
+                yield user, list(flat[start:end])
 
     def _ancestors(self) -> dict[int, frozenset[int]]:
         parents: dict[int, list[int]] = {}

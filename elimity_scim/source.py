@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.resources import files
 from urllib.parse import urlsplit
 
@@ -41,6 +41,7 @@ _EXCLUDE_MEMBERS = {"excludedAttributes": "members"}
 class _Run:
     client: ScimClient
     paging: Paging
+    group_paging: Paging
     memberships: Memberships
     warnings: Warnings
     strategy: str
@@ -78,9 +79,11 @@ class ScimSource:
                 paging.mode,
                 paging.page_size,
             )
+            group_size = min(paging.page_size, _int(options, "groupPageSize"))
             run = _Run(
                 client,
                 paging,
+                replace(paging, page_size=group_size),
                 Memberships(warnings),
                 warnings,
                 str(options["membershipStrategy"]),
@@ -188,7 +191,7 @@ def _list_groups(
     params = None if with_members else _EXCLUDE_MEMBERS
     groups = []
     run.keyless = []
-    for resource in run.client.iter_resources("Groups", run.paging, params):
+    for resource in run.client.iter_resources("Groups", run.group_paging, params):
         group_id = resource_id_of(resource)
         if group_id is None:
             continue
