@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import orjson
@@ -69,13 +69,28 @@ class Paging:
     mode: PagingMode
     page_size: int
     cursor_supported: bool = False
+    look_ahead: int | None = None
+    """Most pages fetched ahead of the reader; ``None``: concurrency + 2."""
+
+
+class IdSet(Protocol):
+    """The ids a listing has brought so far: a ``set[str]`` or anything like it."""
+
+    def __contains__(self, item: object) -> bool:
+        """Tell whether an id was seen."""
+
+    def __len__(self) -> int:
+        """Return how many ids were seen."""
+
+    def add(self, item: str) -> None:
+        """Note an id as seen."""
 
 
 @dataclass
 class Listing:
     """What one listing of an endpoint brought, for checks after the last page."""
 
-    seen: set[str] = field(default_factory=set)
+    seen: IdSet = field(default_factory=lambda: set[str]())
     total: int | None = None
     pages: int = 0
     skipped: int = 0
@@ -166,18 +181,24 @@ class ScimClient:
         self._session.close()
 
     def map_ordered(
-        self, function: Callable[[_T], _R], items: Iterable[_T]
+        self,
+        function: Callable[[_T], _R],
+        items: Iterable[_T],
+        look_ahead: int | None = None,
     ) -> Iterator[_R]:
-        """Run independent requests concurrently; yield results in input order."""
+        """Run independent requests concurrently; yield results in input order.
+
+        At most ``look_ahead`` results (default: concurrency + 2) wait ahead of the
+        reader, which bounds memory.
+        """
         if self.settings.concurrency <= 1:
             return map(function, items)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 self.settings.concurrency, thread_name_prefix="scim"
             )
-        return ordered_map(
-            self._pool, function, items, window=self.settings.concurrency + 2
-        )
+        window = look_ahead or self.settings.concurrency + 2
+        return ordered_map(self._pool, function, items, window=window)
 
     def _retried(self, status: int | None) -> None:
         self.stats.count("retries")
@@ -200,6 +221,21 @@ class ScimClient:
         end_statuses: tuple[int, ...] = (),
     ) -> JsonObject | None:
         """GET a JSON object; ``None`` when the status is one of ``end_statuses``."""
+        fetched = self.get_bytes(path, params, end_statuses=end_statuses)
+        return None if fetched is None else parse_object(*fetched)
+
+    def get_bytes(
+        self,
+        path: str,
+        params: Params | None = None,
+        *,
+        end_statuses: tuple[int, ...] = (),
+    ) -> tuple[requests.Response, bytes] | None:
+        """GET a successful response body unparsed, for ``parse_object`` later.
+
+        Pages waiting for their turn are held as bytes, several times smaller than
+        the parsed objects.
+        """
         url = self.url(path)
         response, body = self._fetch(url, params)
         if response.status_code in end_statuses:
@@ -211,7 +247,7 @@ class ScimClient:
             raise ScimRequestError.from_response(
                 response, body, hint=hint, secrets=self._secrets
             )
-        return _json_object(response, body, url)
+        return response, body
 
     def service_provider_config(self) -> JsonObject | None:
         """Return ``/ServiceProviderConfig``, or ``None`` when it is not served."""
@@ -240,10 +276,18 @@ class ScimClient:
         return Paging(mode=mode, page_size=size, cursor_supported=cursor)
 
     def iter_resources(
-        self, endpoint: str, paging: Paging, params: Params | None = None
+        self,
+        endpoint: str,
+        paging: Paging,
+        params: Params | None = None,
+        seen: IdSet | None = None,
     ) -> Iterator[JsonObject]:
-        """Yield every resource of an endpoint once, checking the listing is whole."""
-        listing = Listing()
+        """Yield every resource of an endpoint once, checking the listing is whole.
+
+        ``seen`` collects the ids; pass a container the caller keeps anyway, so that
+        a large listing is not held twice.
+        """
+        listing = Listing() if seen is None else Listing(seen=seen)
         for page in self.iter_pages(endpoint, paging, params, listing):
             yield from page
         read = len(listing.seen) + listing.skipped
@@ -308,15 +352,16 @@ class ScimClient:
         # The first page's length is the server's real page cap.
         total = listing.total or 0
 
-        def fetch(index: int) -> tuple[int, JsonObject | None]:
+        def fetch(index: int) -> tuple[int, tuple[requests.Response, bytes] | None]:
             query = {**params, "startIndex": index, "count": paging.page_size}
-            return index, self.get(endpoint, query)
+            return index, self.get_bytes(endpoint, query)
 
         covered = start
         windows = range(start, total + 1, step)
-        for index, body in self.map_ordered(fetch, windows):
-            assert body is not None  # noqa: S101 - no end statuses were given
-            resources, _, _ = self._page(body, endpoint)
+        for index, fetched in self.map_ordered(fetch, windows, paging.look_ahead):
+            assert fetched is not None  # noqa: S101 - no end statuses were given
+            resources, _, _ = self._page(parse_object(*fetched), endpoint)
+            del fetched
             listing.pages += 1
             if not resources:
                 break  # the listing shrank; the sequential reader confirms the end
@@ -480,12 +525,16 @@ class ScimClient:
     ) -> None:
         # A server that over-counts looks like paging that lost its place; only a
         # second, identical reading tells them apart.
-        second = Listing(quiet=True)
+        ids: set[str] = set()
+        second = Listing(seen=ids, quiet=True)
         for _ in self.iter_pages(
             endpoint, paging, {**(params or {}), "attributes": "id"}, second
         ):
             pass
-        if second.seen != first.seen:
+        changed = len(second.seen) != len(first.seen) or any(
+            resource_id not in first.seen for resource_id in ids
+        )
+        if changed:
             msg = (
                 f"the listing of {self.url(endpoint)} is unstable: two readings gave "
                 f"{len(first.seen)} and {len(second.seen)} resources with different "
@@ -563,7 +612,9 @@ def resource_id_of(resource: Mapping[str, object]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _json_object(response: requests.Response, body: bytes, url: str) -> JsonObject:
+def parse_object(response: requests.Response, body: bytes) -> JsonObject:
+    """Parse a response body that must be a JSON object, or say what it is."""
+    url = response.url
     content_type = response.headers.get("Content-Type", "no Content-Type")
     try:
         parsed = _loads(body)

@@ -34,6 +34,23 @@ class _Group:
     unresolved: list[tuple[str, str | None, str | None]] = field(default_factory=list)
 
 
+class UserIds:
+    """Set-like view of the users of a ``Memberships``: adding numbers a user."""
+
+    def __init__(self, memberships: Memberships) -> None:
+        self._memberships = memberships
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._memberships.user_index
+
+    def __len__(self) -> int:
+        return len(self._memberships.user_ids)
+
+    def add(self, item: str) -> None:
+        """Number a user."""
+        self._memberships.add_user(item)
+
+
 class Memberships:
     """Collects memberships from any strategy and yields relationships."""
 
@@ -50,6 +67,11 @@ class Memberships:
         self._user_side_indirect: list[array[int]] = [array("I"), array("I")]
         self._declared_indirect: dict[int, set[int]] = {}
         self._resolved = False
+
+    @property
+    def users_seen(self) -> UserIds:
+        """The user ids as a set-like view, for a listing to de-duplicate with."""
+        return UserIds(self)
 
     def add_user(self, user_id: str) -> int:
         """Number a user that the server listed."""

@@ -83,7 +83,8 @@ class ScimSource:
             run = _Run(
                 client,
                 paging,
-                replace(paging, page_size=group_size),
+                # Group pages carry member lists: fewer of them wait in memory.
+                replace(paging, page_size=group_size, look_ahead=4),
                 Memberships(warnings),
                 warnings,
                 str(options["membershipStrategy"]),
@@ -116,11 +117,12 @@ def _read(run: _Run) -> Iterator[Entity | Relationship]:
 
 
 def _users(run: _Run) -> Iterator[Entity]:
-    for resource in run.client.iter_resources("Users", run.paging):
+    # The listing numbers each new user in the memberships as it de-duplicates.
+    seen = run.memberships.users_seen
+    for resource in run.client.iter_resources("Users", run.paging, seen=seen):
         user_id = resource_id_of(resource)
         if user_id is None:
             continue
-        run.memberships.add_user(user_id)
         groups = resource.get("groups")
         if groups is None and "userName" not in resource:
             # Attribute names in another case (RFC 7643 §2.1): look harder.
@@ -195,8 +197,10 @@ def _list_groups(
         group_id = resource_id_of(resource)
         if group_id is None:
             continue
-        group = lowered(resource)
-        members = group.pop("members", None)
+        # Keep the group without its member list: members go into the compact
+        # memberships store, and a copy of a large list would double memory.
+        group = {k: v for k, v in resource.items() if k.lower() != "members"}
+        members = lowered_get(resource, "members")
         run.memberships.add_group(group_id)
         if with_members:
             _add_members(run.memberships, run.warnings, group_id, members)

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,7 +16,7 @@ from elimity_insights_client import Level
 
 from elimity_scim.connector.arguments import LOG_LEVELS, add_source_arguments, env_flag
 from elimity_scim.connector.config import resolve, secret_values
-from elimity_scim.connector.contract import Source, load_source, source_names
+from elimity_scim.connector.contract import Item, Source, load_source, source_names
 from elimity_scim.connector.delivery import (
     InsightsTarget,
     push_snapshot,
@@ -182,14 +182,10 @@ def _run(args: argparse.Namespace, formatter: RedactingFormatter) -> int:
         formatter.add_secrets([target.token])
     data_model = source.data_model()
     validator = SnapshotValidator(data_model)
-    # A run allocates millions of short-lived, acyclic objects (JSON pages, entities);
-    # the default thresholds make the cyclic collector scan them again and again, which
-    # the benchmark measured at a quarter of the CPU time.
-    gc.set_threshold(20_000, 50, 100)
     guard = None if target is None else _guard(args, os.environ, target, data_model)
     try:
         progress = Progress(validator.counts, data_model, _counters(source))
-        items = progress.track(source.read(options))
+        items = progress.track(_collector_friendly(source.read(options)))
         if target is None or guard is None:
             write_snapshot_file(args.output, items, validator)
         else:
@@ -214,6 +210,15 @@ def _run(args: argparse.Namespace, formatter: RedactingFormatter) -> int:
     if target is not None:
         send_log(target, Level.INFO, f"Imported {summary}")
     return ExitCode.OK
+
+
+def _collector_friendly(items: Iterable[Item]) -> Iterator[Item]:
+    # A run allocates millions of short-lived, acyclic objects (JSON pages, entities)
+    # while a few containers grow to millions of entries. With default thresholds
+    # the cyclic collector scans them again and again: 15 to 25 % of the CPU time
+    # when profiled at 50,000 and 1,000,000 users. Collect far less often.
+    gc.set_threshold(50_000, 100, 1000)
+    yield from items
 
 
 def _counters(source: Source) -> Callable[[], Mapping[str, int]]:
