@@ -43,6 +43,7 @@ ACCEPT = "application/scim+json, application/json"
 # 429 and 503; providers such as Slack also signal overload with 500).
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _MAX_EMPTY_CURSOR_PAGES = 10
+_MAX_BARREN_PAGES = 3
 _SWITCHED = -1  # an index listing that the server turned into cursor paging
 
 
@@ -95,6 +96,8 @@ class Listing:
     pages: int = 0
     skipped: int = 0
     quiet: bool = False
+    barren: int = 0
+    """Pages in a row that brought entries but no new resource."""
 
 
 class RequestStats:
@@ -428,7 +431,21 @@ class ScimClient:
                 f"{start} repeats {len(resources)} resources already read"
             )
             raise ScimPagingError(msg)
+        self._count_barren(listing, endpoint, fresh=bool(fresh), entries=resources)
         return fresh
+
+    def _count_barren(
+        self, listing: Listing, endpoint: str, *, fresh: bool, entries: list[object]
+    ) -> None:
+        # Pages of entries that are all unusable (no id, not objects) prove nothing
+        # by themselves, but a run of them means the server pages in circles.
+        listing.barren = 0 if fresh or not entries else listing.barren + 1
+        if listing.barren >= _MAX_BARREN_PAGES:
+            msg = (
+                f"paging is broken at {self.url(endpoint)}: {listing.barren} pages "
+                "in a row brought entries but no new resource"
+            )
+            raise ScimPagingError(msg)
 
     def _cursor_pages(
         self,
@@ -455,6 +472,7 @@ class ScimClient:
                     f"{len(resources)} resources already read"
                 )
                 raise ScimPagingError(msg)
+            self._count_barren(listing, endpoint, fresh=bool(fresh), entries=resources)
             if fresh:
                 yield fresh
             empty_pages = 0 if resources else empty_pages + 1
@@ -494,6 +512,13 @@ class ScimClient:
         fresh = []
         identified = 0
         for resource in entries:
+            if len(listing.seen) + listing.skipped >= self.settings.max_resources:
+                msg = (
+                    f"{self.url(endpoint)} lists more than maxResources "
+                    f"({self.settings.max_resources}) resources; raise the setting if "
+                    "the directory is really that large"
+                )
+                raise ScimPagingError(msg)
             if not isinstance(resource, dict):
                 self._skip(listing, f"list entries of {endpoint} that are not objects")
                 continue
@@ -504,13 +529,6 @@ class ScimClient:
             identified += 1
             if resource_id in listing.seen:
                 continue
-            if len(listing.seen) >= self.settings.max_resources:
-                msg = (
-                    f"{self.url(endpoint)} lists more than maxResources "
-                    f"({self.settings.max_resources}) resources; raise the setting if "
-                    "the directory is really that large"
-                )
-                raise ScimPagingError(msg)
             listing.seen.add(resource_id)
             fresh.append(resource)
         return fresh, identified
@@ -534,6 +552,8 @@ class ScimClient:
         changed = len(second.seen) != len(first.seen) or any(
             resource_id not in first.seen for resource_id in ids
         )
+        if paging.mode == "index" and not changed:
+            self._check_zero_based(endpoint, paging, params, first)
         if changed:
             msg = (
                 f"the listing of {self.url(endpoint)} is unstable: two readings gave "
@@ -549,6 +569,24 @@ class ScimClient:
             len(first.seen),
         )
         self.warnings.add(f"{endpoint} listing shorter than totalResults")
+
+    def _check_zero_based(
+        self, endpoint: str, paging: Paging, params: Params | None, first: Listing
+    ) -> None:
+        # RFC 7644 §3.4.2.4: startIndex is 1-based and a value below 1 means 1. A
+        # server that counts from 0 hides its first resource from a reader that
+        # starts at 1 and looks like one that over-counts; startIndex=0 tells.
+        query = {**(params or {}), "startIndex": 0, "count": paging.page_size}
+        body = self.get(endpoint, query, end_statuses=(400, 404))
+        resources, _, _ = self._page(body or {}, endpoint)
+        ids = [resource_id_of(r) for r in resources if isinstance(r, dict)]
+        hidden = [i for i in ids if i is not None and i not in first.seen]
+        if hidden:
+            msg = (
+                f"{self.url(endpoint)} seems to count startIndex from 0: reading from "
+                f"1 misses {len(hidden)} resource(s) such as {hidden[0]!r}"
+            )
+            raise ScimPagingError(msg)
 
     def _fetch(
         self, url: str, params: Params | None
@@ -574,8 +612,15 @@ class ScimClient:
 
     def _send(self, url: str, params: Params | None) -> requests.Response:
         try:
+            # verify and cert per request: set on the session only, they would lose
+            # to REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE from the environment.
             return self._session.get(
-                url, params=params, timeout=self.settings.timeout, stream=True
+                url,
+                params=params,
+                timeout=self.settings.timeout,
+                stream=True,
+                verify=self.settings.verify,
+                cert=self.settings.cert,
             )
         except RetryAfterTooLongError as exc:
             hint = (
@@ -653,10 +698,7 @@ def _session(
 ) -> requests.Session:
     session = requests.Session()
     session.headers["Accept"] = ACCEPT
-    if username:
-        session.auth = (username, password)
-    else:
-        session.headers["Authorization"] = f"Bearer {password}"
+    session.headers["Authorization"] = authorization(username, password)
     session.verify = settings.verify
     if settings.verify is False:
         # The source logs one warning per run instead of one per request.
@@ -668,12 +710,18 @@ def _session(
     return session
 
 
+def authorization(username: str | None, password: str) -> str:
+    """Return the Authorization header: Basic with a username, else Bearer."""
+    if not username:
+        return f"Bearer {password}"
+    # RFC 7617 §2.1: UTF-8, so that any password can be sent.
+    pair = f"{username}:{password}".encode()
+    return f"Basic {base64.b64encode(pair).decode()}"
+
+
 def _credential_forms(username: str | None, password: str) -> tuple[str, ...]:
     # Every form in which the credentials travel, longest first.
-    forms = [password]
-    if username:
-        pair = f"{username}:{password}".encode()
-        forms.append(base64.b64encode(pair).decode())
+    forms = [password, authorization(username, password).partition(" ")[2]]
     return tuple(sorted({f for f in forms if len(f) >= 4}, key=len, reverse=True))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import requests
 
@@ -10,6 +11,7 @@ from elimity_scim.connector.errors import SourceAuthError, SourceError
 from elimity_scim.connector.http import without_query
 
 _MAX_DETAIL = 300
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class ScimConnectorError(SourceError):
@@ -118,5 +120,7 @@ def _reason(value: object, depth: int) -> str | None:
 
 
 def _one_line(text: str) -> str:
-    line = " ".join(text.split())
+    # Control characters (terminal escape sequences among them) never reach the
+    # operator's terminal or Insights.
+    line = " ".join(_CONTROL.sub(" ", text).split())
     return line if len(line) <= _MAX_DETAIL else line[: _MAX_DETAIL - 1] + "…"

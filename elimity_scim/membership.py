@@ -102,11 +102,15 @@ class Memberships:
         value = _text(fields.get("value"))
         ref = _text(fields.get("$ref"))
         kind = (_text(fields.get("type")) or "").lower() or None
+        if kind is None and ref is not None:
+            # An explicit $ref to /Users/ or /Groups/ (RFC 7643 §4.2) settles the
+            # kind even where user and group ids overlap.
+            kind = _kind_of_ref(ref)
         group = self._group(self._group_key(group_id))
         if value is None and ref is None:
             self.warnings.add("member entries without value or $ref, skipped")
             return
-        if kind == GROUP or (kind is None and ref is not None and _names_groups(ref)):
+        if kind == GROUP:
             self._add_group_member(group, value, ref)
             return
         user = self.user_index.get(value) if value is not None else None
@@ -334,8 +338,11 @@ def _text(value: object) -> str | None:
     return None
 
 
-def _names_groups(ref: str) -> bool:
-    return "/groups/" in urlsplit(ref).path.lower()
+def _kind_of_ref(ref: str) -> str | None:
+    path = urlsplit(ref).path.lower()
+    if "/groups/" in path:
+        return GROUP
+    return USER if "/users/" in path else None
 
 
 def _last_segment(ref: str) -> str:

@@ -183,6 +183,19 @@ def _groups(run: _Run) -> list[tuple[str, dict[str, object]]]:
         read_groups_by_id(run.client, run.memberships, run.keyless)
     group_ids = [group_id for group_id, _ in groups]
     read_memberships(run.client, run.paging, run.memberships, group_ids, run.strategy)
+    if (
+        run.strategy != "none"
+        and group_ids
+        and not any(map(run.memberships.has_members, group_ids))
+    ):
+        # Whatever the strategy, a directory whose groups are all empty is far more
+        # likely a reading that found no members than the truth.
+        msg = (
+            f"membership strategy {run.strategy} found no member in any of "
+            f"{len(group_ids)} groups; refusing to import them as empty (set "
+            "membershipStrategy=none to do so)"
+        )
+        raise ScimConnectorError(msg)
     logger.info("Read %d groups", len(groups))
     return groups
 
@@ -316,7 +329,14 @@ def _client(options: Mapping[str, object], warnings: Warnings) -> ScimClient:
     if options["membershipStrategy"] not in STRATEGIES:
         msg = f"membershipStrategy must be one of {', '.join(STRATEGIES)}"
         raise ConfigurationError(msg)
+    try:
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError as exc:
+        msg = f"Base URL has an invalid port: {base_url}"
+        raise ConfigurationError(msg) from exc
     username = options.get("username")
+    password = str(options["password"])
+    _check_header_safe(str(username or ""), password, bearer=not username)
     settings = ClientSettings(
         timeout=float(_int(options, "requestTimeout")),
         page_size=_int(options, "pageSize"),
@@ -332,10 +352,25 @@ def _client(options: Mapping[str, object], warnings: Warnings) -> ScimClient:
     return ScimClient(
         base_url,
         username=str(username) if username else None,
-        password=str(options["password"]),
+        password=password,
         settings=settings,
         warnings=warnings,
     )
+
+
+def _check_header_safe(username: str, password: str, *, bearer: bool) -> None:
+    # Line breaks and control characters cannot travel in an HTTP header; a bearer
+    # token must also fit Latin-1 (Basic credentials are sent as UTF-8).
+    for name, value in (("Username", username), ("Password", password)):
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            msg = f"{name} contains a line break or control character"
+            raise ConfigurationError(msg)
+    if bearer and not password.isascii():
+        try:
+            password.encode("latin-1")
+        except UnicodeEncodeError as exc:
+            msg = "the bearer token has characters an HTTP header cannot carry"
+            raise ConfigurationError(msg) from exc
 
 
 def _verify(options: Mapping[str, object], base_url: str) -> bool | str:

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 STRATEGIES = ("auto", "inline", "perGroup", "userGroups", "filter", "none")
 _PROBES = 3
 _UNSUPPORTED = (400, 403, 404, 501)
+_IMPOSSIBLE = '"elimity-scim-probe-00000000-no-such-id"'
 
 
 def detect_strategy(
@@ -124,6 +125,13 @@ def _by_filter(
             for user in users:
                 memberships.add_member(group_id, {"value": user, "type": "User"})
         return
+    if _filter_count(client, paging, "Groups", f"members.value eq {_IMPOSSIBLE}"):
+        msg = (
+            f"{client.url('Groups')} ignores the filter parameter (a filter on an id "
+            "that cannot exist returned groups), so memberships cannot be read by "
+            "filter; choose another membershipStrategy"
+        )
+        raise ScimConnectorError(msg)
     listed = set(group_ids)
 
     def groups_of(user_id: str) -> tuple[str, list[str]]:
@@ -151,6 +159,20 @@ def _filtered(
 def _filter_finds(
     client: ScimClient, paging: Paging, endpoint: str, query: str
 ) -> bool:
+    # A server that ignores the filter parameter answers every filter with its
+    # whole list, which would put every user in every group: a filter on an id that
+    # cannot exist must then find nothing.
+    if not _filter_count(client, paging, endpoint, query):
+        return False
+    attribute = query.partition(" ")[0]
+    impossible = f"{attribute} eq {_IMPOSSIBLE}"
+    if _filter_count(client, paging, endpoint, impossible):
+        logger.warning("%s ignores the filter parameter", client.url(endpoint))
+        return False
+    return True
+
+
+def _filter_count(client: ScimClient, paging: Paging, endpoint: str, query: str) -> int:
     # RFC 9865: a cursor-only server refuses startIndex, so probe the way it pages.
     paging_params: dict[str, str | int] = (
         {"cursor": "", "count": 1}
@@ -163,9 +185,9 @@ def _filter_finds(
         body = client.get(endpoint, params, end_statuses=_UNSUPPORTED)
     except ScimConnectorError as exc:
         logger.info("Filter probe on %s failed: %s", endpoint, exc)
-        return False
+        return 0
     raw = lowered(body or {}).get("resources")
-    return isinstance(raw, list) and len(raw) > 0
+    return len(raw) if isinstance(raw, list) else 0
 
 
 def _members(group: JsonObject | None) -> list[object]:

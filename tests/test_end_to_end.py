@@ -282,7 +282,7 @@ def test_configuration_errors_exit_2(env: dict[str, str], message: str) -> None:
         "run",
         "scim",
         "--output",
-        "/dev/null",
+        str(Path(tempfile.mkdtemp()) / "out.json"),
         env={"ELIMITY_SCIM_PASSWORD": "p", **env},
     )
     assert result.returncode == 2

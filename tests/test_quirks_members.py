@@ -140,7 +140,8 @@ def test_auto_picks_filters_on_users_when_member_lists_are_always_empty(
         "Membership strategy filter: only filter queries on users' groups find members"
     ]
     asked = {query for path, query in _filters(fake) if path == "/Users"}
-    assert asked == {f'groups.value eq "{g}"' for g in ("g1", "g2", "g3")}
+    probe = 'groups.value eq "elimity-scim-probe-00000000-no-such-id"'
+    assert asked == {f'groups.value eq "{g}"' for g in ("g1", "g2", "g3")} | {probe}
 
 
 def test_auto_picks_filters_on_groups_when_users_cannot_be_filtered(
@@ -161,7 +162,8 @@ def test_auto_picks_filters_on_groups_when_users_cannot_be_filtered(
         "members"
     ]
     asked = {query for path, query in _filters(fake) if path == "/Groups"}
-    assert asked == {f'members.value eq "u{n}"' for n in range(1, 5)}
+    probe = 'members.value eq "elimity-scim-probe-00000000-no-such-id"'
+    assert asked == {f'members.value eq "u{n}"' for n in range(1, 5)} | {probe}
 
 
 def test_auto_refuses_when_memberships_look_unavailable() -> None:

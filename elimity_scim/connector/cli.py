@@ -7,6 +7,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -42,10 +43,14 @@ logger = logging.getLogger(__name__)
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
     args = _parser().parse_args(argv)
-    formatter = _configure_logging(
-        args.log_level or os.environ.get("ELIMITY_LOG_LEVEL")
-    )
+    level = args.log_level or os.environ.get("ELIMITY_LOG_LEVEL") or "INFO"
+    formatter = _configure_logging(level)
+    # SIGTERM (a scheduler's stop) unwinds like Ctrl-C, so partial files go too.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
+        if level.upper() not in LOG_LEVELS:
+            msg = f"ELIMITY_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}"
+            raise ConfigurationError(msg)
         return int(args.handler(args, formatter))
     except ConnectorError as exc:
         logger.error("%s", exc)  # noqa: TRY400 - one line, no traceback
@@ -53,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         logger.error("interrupted; nothing was delivered")
         return 130
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -176,13 +185,17 @@ def _check(args: argparse.Namespace, formatter: RedactingFormatter) -> int:
 
 def _run(args: argparse.Namespace, formatter: RedactingFormatter) -> int:
     source, options = _configured_source(args, formatter)
+    if args.output is not None:
+        _check_output(args.output)
     target = None if args.output else _insights_target(args, os.environ)
     timeout = _push_timeout(args, os.environ)
     if target is not None:
-        formatter.add_secrets([target.token])
+        formatter.add_secrets(target.secret_forms())
     data_model = source.data_model()
     validator = SnapshotValidator(data_model)
     guard = None if target is None else _guard(args, os.environ, target, data_model)
+    if guard is not None:
+        guard.check_writable()
     try:
         progress = Progress(validator.counts, data_model, _counters(source))
         items = progress.track(_collector_friendly(source.read(options)))
@@ -208,7 +221,11 @@ def _run(args: argparse.Namespace, formatter: RedactingFormatter) -> int:
     where = f"wrote {args.output}" if target is None else "pushed to Insights"
     logger.info("Import complete, %s: %s", where, summary)
     if target is not None:
-        send_log(target, Level.INFO, f"Imported {summary}")
+        try:
+            send_log(target, Level.INFO, f"Imported {summary}")
+        except PushError as exc:
+            # The snapshot is in; only the log line is missing.
+            logger.warning("Snapshot accepted, but the connector log failed: %s", exc)
     return ExitCode.OK
 
 
@@ -274,6 +291,12 @@ def _insights_target(
             "cross the network unencrypted (use https:// or --allow-insecure-http)"
         )
         raise ConfigurationError(msg)
+    if parts.path.rstrip("/").endswith("/api"):
+        msg = f"give the Insights URL without /api (the client adds it): {url}"
+        raise ConfigurationError(msg)
+    if any(ord(c) < 32 or ord(c) == 127 for c in token) or not token.isascii():
+        msg = "the Insights token contains characters an HTTP header cannot carry"
+        raise ConfigurationError(msg)
     if not source_id.strip().isdigit():
         msg = f"the Insights source id must be a number: {source_id!r}"
         raise ConfigurationError(msg)
@@ -310,8 +333,25 @@ def _guard(
     )
 
 
+def _check_output(path: Path) -> None:
+    # Checked before reading, so that a typo does not cost a whole run; the file is
+    # replaced atomically, so it must be a plain file (not a link or a device).
+    parent = path.parent
+    if not str(path) or path.is_dir():
+        msg = f"--output must name a file, not a directory: {path!s}"
+        raise ConfigurationError(msg)
+    if path.exists() and (path.is_symlink() or not path.is_file()):
+        msg = f"--output {path} exists and is not a regular file; name a new file"
+        raise ConfigurationError(msg)
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        msg = f"--output {path}: the folder {parent} does not exist or is not writable"
+        raise ConfigurationError(msg)
+
+
 def _push_timeout(args: argparse.Namespace, environ: Mapping[str, str]) -> float:
-    raw = args.push_timeout or environ.get("ELIMITY_PUSH_TIMEOUT") or 600
+    raw = args.push_timeout
+    if raw is None:
+        raw = environ.get("ELIMITY_PUSH_TIMEOUT") or 600
     try:
         timeout = float(raw)
     except ValueError:

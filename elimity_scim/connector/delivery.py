@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
+import re
 import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -28,6 +30,7 @@ from elimity_scim.connector.http import transport_reason, without_query
 from elimity_scim.connector.snapshot import SnapshotValidator, encode_snapshot
 
 logger = logging.getLogger(__name__)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,11 @@ class InsightsTarget:
     url: str
     source_id: int
     token: str
+
+    def secret_forms(self) -> list[str]:
+        """Return the token and the Basic credentials it travels in."""
+        basic = f"{self.source_id}:{self.token}".encode()
+        return [self.token, base64.b64encode(basic).decode()]
 
     def client(self) -> Client:
         """Return an Insights client for this source."""
@@ -108,8 +116,15 @@ def _post(
     except requests.RequestException as exc:
         msg = f"could not push the snapshot to {url}: {transport_reason(exc)}"
         raise PushError(msg) from exc
+    content_type = response.headers.get("Content-Type", "")
+    if 200 <= response.status_code < 300 and "html" in content_type.lower():
+        # Insights answers 204 without a body; an HTML page is a login proxy or a
+        # wrong URL that swallowed the upload.
+        msg = f"the answer to the snapshot upload at {url} (status "
+        msg += f"{response.status_code}) is an HTML page, not Insights"
+        raise PushError(msg)
     if not 200 <= response.status_code < 300:
-        reason = " ".join(response.text.split())[:200]
+        reason = " ".join(_CONTROL.sub(" ", response.text).split())[:200]
         location = response.headers.get("Location")
         if location:
             reason = f"redirected to {without_query(location)}; use the exact base URL"

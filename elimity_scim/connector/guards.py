@@ -16,10 +16,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from elimity_scim.connector.errors import PushRefusedError
+from elimity_scim.connector.errors import ConfigurationError, PushRefusedError
 from elimity_scim.connector.snapshot import SnapshotCounts
 
 logger = logging.getLogger(__name__)
+
+
+def _totals(counts: SnapshotCounts) -> dict[str, int]:
+    # Entity counts per type, and all relationships together: losing every
+    # membership is as bad as losing users.
+    return {**counts.entities, "relationships": sum(counts.relationships.values())}
 
 
 def default_state_file(environ: Mapping[str, str]) -> Path:
@@ -55,8 +61,9 @@ class PushGuard:
             )
             return
         before, pushed_at = previous
+        now = _totals(counts)
         for entity_type, old in sorted(before.items()):
-            new = counts.entities[entity_type]
+            new = now.get(entity_type, 0)
             if old > 0 and (old - new) / old > self.max_drop:
                 drop = (old - new) / old
                 msg = (
@@ -72,7 +79,7 @@ class PushGuard:
         try:
             state = self._load()
             state[self.key] = {
-                "counts": dict(counts.entities),
+                "counts": _totals(counts),
                 "pushedAt": datetime.now(UTC).isoformat(timespec="seconds"),
             }
             self.state_file.parent.mkdir(parents=True, exist_ok=True)
@@ -85,20 +92,42 @@ class PushGuard:
             logger.warning("Could not record the push in %s: %s", self.state_file, exc)
 
     def _previous(self) -> tuple[dict[str, int], str] | None:
-        entry = self._load().get(self.key)
+        entry = self._load(strict=True).get(self.key)
         if not isinstance(entry, dict) or not isinstance(entry.get("counts"), dict):
             return None
         counts = {str(k): v for k, v in entry["counts"].items() if isinstance(v, int)}
         return counts, str(entry.get("pushedAt", "an unknown time"))
 
-    def _load(self) -> dict[str, object]:
+    def _load(self, *, strict: bool = False) -> dict[str, object]:
+        # strict: the drop guard fails closed; a guard that cannot compare must not
+        # let a push through.
         try:
             loaded: object = json.loads(self.state_file.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
+            if strict:
+                msg = (
+                    f"refusing to push: the drop guard cannot read its state file "
+                    f"{self.state_file} ({exc}); repair or remove it"
+                )
+                raise PushRefusedError(msg) from exc
             logger.warning(
                 "Ignoring unreadable state file %s: %s", self.state_file, exc
             )
             return {}
-        return loaded if isinstance(loaded, dict) else {}
+        if not isinstance(loaded, dict):
+            if strict:
+                msg = f"refusing to push: state file {self.state_file} is not an object"
+                raise PushRefusedError(msg)
+            return {}
+        return loaded
+
+    def check_writable(self) -> None:
+        """Fail before reading when the state file could not be written."""
+        folder = self.state_file.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if self.state_file.is_dir() or not os.access(folder, os.W_OK):
+            msg = f"the state file {self.state_file} cannot be written"
+            raise ConfigurationError(msg)
