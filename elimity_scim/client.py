@@ -45,6 +45,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _MAX_EMPTY_CURSOR_PAGES = 10
 _MAX_BARREN_PAGES = 3
 _SWITCHED = -1  # an index listing that the server turned into cursor paging
+_COMPLETE = -2  # an index listing whose end was confirmed
 
 
 @dataclass(frozen=True)
@@ -336,7 +337,7 @@ class ScimClient:
             start = yield from self._parallel_index_pages(
                 endpoint, paging, params, listing, start, len(resources)
             )
-        if start == _SWITCHED:
+        if start in (_SWITCHED, _COMPLETE):
             return
         yield from self._sequential_index_pages(
             endpoint, paging, params, listing, start
@@ -354,19 +355,28 @@ class ScimClient:
         # Once the total is known, the remaining windows are independent requests.
         # The first page's length is the server's real page cap.
         total = listing.total or 0
+        # The request past the last page, which confirms the end (RFC 7644 gives no
+        # other sign), goes out with the others instead of after them.
+        confirm = total + 1
 
         def fetch(index: int) -> tuple[int, tuple[requests.Response, bytes] | None]:
             query = {**params, "startIndex": index, "count": paging.page_size}
-            return index, self.get_bytes(endpoint, query)
+            end = (400, 404) if index == confirm else ()
+            return index, self.get_bytes(endpoint, query, end_statuses=end)
 
         covered = start
-        windows = range(start, total + 1, step)
+        windows = [*range(start, confirm, step), confirm]
         for index, fetched in self.map_ordered(fetch, windows, paging.look_ahead):
-            assert fetched is not None  # noqa: S101 - no end statuses were given
+            if index == confirm and covered != confirm:
+                break  # pages were short; the sequential reader confirms the end
+            if fetched is None:
+                return _COMPLETE
             resources, _, _ = self._page(parse_object(*fetched), endpoint)
             del fetched
             listing.pages += 1
             if not resources:
+                if index == confirm:
+                    return _COMPLETE
                 break  # the listing shrank; the sequential reader confirms the end
             yield self._checked_fresh(resources, listing, endpoint, index)
             covered = index + len(resources)
