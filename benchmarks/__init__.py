@@ -1,0 +1,1 @@
+"""Benchmarks of the SCIM connector against synthetic servers (not tests)."""
