@@ -60,6 +60,12 @@ _GROUP_STRINGS = (
 )
 _DATES = (("created", "created"), ("lastModified", "lastmodified"))
 _EMPTY: dict[str, object] = {}
+_MEMBERSHIP_TYPES = {
+    kind: AttributeAssignment(
+        attribute_type_id=MEMBERSHIP_TYPE, value=StringValue(kind)
+    )
+    for kind in (DIRECT, INDIRECT)
+}
 _ACTIVE = AttributeAssignment(attribute_type_id="active", value=BooleanValue(True))
 _INACTIVE = AttributeAssignment(attribute_type_id="active", value=BooleanValue(False))
 
@@ -134,8 +140,10 @@ def membership(
     """Return the relationship from a member to the group that contains it."""
     assignments = []
     if membership_type is not None:
-        value = StringValue(membership_type)
-        assignments.append(_assignment(MEMBERSHIP_TYPE, value))
+        shared = _MEMBERSHIP_TYPES.get(membership_type)
+        if shared is None:
+            shared = _assignment(MEMBERSHIP_TYPE, StringValue(membership_type))
+        assignments.append(shared)
     return Relationship(
         attribute_assignments=assignments,
         from_entity_id=from_id,
