@@ -124,3 +124,19 @@ def test_client_certificate_needs_its_key(tmp_path: Path) -> None:
     result = run("run", "scim", "--output", str(tmp_path / "o.json"), env=env)
     assert result.returncode == 2
     assert "clientCertificate and clientKey go together" in result.stderr
+
+
+def test_a_malformed_entry_in_the_state_file_refuses_the_push(
+    make_scim2_server: MakeScim2Server, fake_insights: FakeInsights, tmp_path: Path
+) -> None:
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({f"{fake_insights.url}#42": "not an object"}))
+    server = make_scim2_server(
+        example_directory(users=5, groups=2), bearer_tokens=[BEARER_TOKEN]
+    )
+    env = {**scim_env(server), **insights_env(fake_insights, state)}
+    result = run("run", "scim", "--max-drop", "0.5", env=env)
+    assert result.returncode == 6
+    assert "the entry for this source in" in result.stderr
+    assert "is malformed" in result.stderr
+    assert fake_insights.snapshot_attempts == 0

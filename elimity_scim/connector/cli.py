@@ -336,7 +336,7 @@ def _check_output(path: Path) -> None:
     if not str(path) or path.is_dir():
         msg = f"--output must name a file, not a directory: {path!s}"
         raise ConfigurationError(msg)
-    if path.exists() and (path.is_symlink() or not path.is_file()):
+    if path.is_symlink() or (path.exists() and not path.is_file()):
         msg = f"--output {path} exists and is not a regular file; name a new file"
         raise ConfigurationError(msg)
     if not parent.is_dir() or not os.access(parent, os.W_OK):
@@ -352,7 +352,7 @@ def _push_timeout(args: argparse.Namespace, environ: Mapping[str, str]) -> float
         timeout = float(raw)
     except ValueError:
         timeout = 0.0
-    if not 0 < timeout <= 86400:
+    if not 1 <= timeout <= 86400:
         msg = f"the push timeout must be 1 to 86400 seconds, not {raw!r}"
         raise ConfigurationError(msg)
     return timeout

@@ -190,7 +190,7 @@ def _push_failure(what: str, target: InsightsTarget, exc: Exception) -> str:
     url = f"{target.url.rstrip('/')}/api/sources/{target.source_id}"
     response = getattr(exc, "response", None)
     if isinstance(response, requests.Response):
-        reason = response.text.strip().splitlines()[:1]
+        reason = _CONTROL.sub(" ", response.text).strip().splitlines()[:1]
         detail = f": {reason[0][:200]}" if reason else ""
         return (
             f"Insights refused the {what} at {url} with status "

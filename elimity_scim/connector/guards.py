@@ -93,8 +93,14 @@ class PushGuard:
 
     def _previous(self) -> tuple[dict[str, int], str] | None:
         entry = self._load(strict=True).get(self.key)
-        if not isinstance(entry, dict) or not isinstance(entry.get("counts"), dict):
+        if entry is None:
             return None
+        if not isinstance(entry, dict) or not isinstance(entry.get("counts"), dict):
+            msg = (
+                f"refusing to push: the entry for this source in {self.state_file} "
+                "is malformed; repair or remove it"
+            )
+            raise PushRefusedError(msg)
         counts = {str(k): v for k, v in entry["counts"].items() if isinstance(v, int)}
         return counts, str(entry.get("pushedAt", "an unknown time"))
 

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from urllib.parse import quote, quote_plus
 
 _MASK = "[redacted]"
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]")
 _SHORTEST = 4
 
 
@@ -45,5 +46,8 @@ class RedactingFormatter(logging.Formatter):
         return self._pattern.sub(_MASK, text)
 
     def format(self, record: logging.LogRecord) -> str:
-        """Format a record as usual, then mask secrets in the result."""
-        return self.redact(super().format(record))
+        """Format a record as usual, then mask secrets and control characters."""
+        text = self.redact(super().format(record))
+        # Text from servers must not drive the terminal (escape sequences, BEL);
+        # line breaks stay, for tracebacks at DEBUG.
+        return _CONTROL.sub(" ", text)
