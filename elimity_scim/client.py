@@ -8,7 +8,8 @@ import logging
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from itertools import chain
 from typing import Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
@@ -44,6 +45,7 @@ ACCEPT = "application/scim+json, application/json"
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _MAX_EMPTY_CURSOR_PAGES = 10
 _MAX_BARREN_PAGES = 3
+_BODY_DEADLINE_FACTOR = 4
 _SWITCHED = -1  # an index listing that the server turned into cursor paging
 _COMPLETE = -2  # an index listing whose end was confirmed
 
@@ -73,6 +75,8 @@ class Paging:
     cursor_supported: bool = False
     look_ahead: int | None = None
     """Most pages fetched ahead of the reader; ``None``: concurrency + 2."""
+    memory_budget: int | None = None
+    """Bytes of pages that may wait ahead, judged by the first page's size."""
 
 
 class IdSet(Protocol):
@@ -317,10 +321,20 @@ class ScimClient:
         # RFC 7644 §3.4.2.4: 1-based startIndex. Servers differ on totalResults and
         # itemsPerPage, so advance by what arrived and confirm the end once.
         query = {**params, "startIndex": 1, "count": paging.page_size}
-        body = self.get(endpoint, query)
-        assert body is not None  # noqa: S101 - no end statuses were given
-        resources, total, next_cursor = self._page(body, endpoint)
+        fetched = self.get_bytes(endpoint, query)
+        assert fetched is not None  # noqa: S101 - no end statuses were given
+        if paging.memory_budget is not None:
+            # Pages of big groups are big: let fewer of them wait when they are.
+            ahead = paging.memory_budget // max(len(fetched[1]), 1)
+            paging = replace(
+                paging, look_ahead=max(2, min(ahead, self.settings.concurrency + 2))
+            )
+        resources, total, next_cursor = self._page(parse_object(*fetched), endpoint)
+        del fetched
         listing.pages += 1
+        # Recorded before any early end, so that a listing that ends short of what
+        # the server announced is read again (see iter_resources).
+        listing.total = _max(listing.total, total)
         fresh, _ = self._fresh(resources, listing, endpoint)
         if fresh:
             yield fresh
@@ -365,7 +379,8 @@ class ScimClient:
             return index, self.get_bytes(endpoint, query, end_statuses=end)
 
         covered = start
-        windows = [*range(start, confirm, step), confirm]
+        windows = chain(range(start, confirm, step), (confirm,))  # lazily: a lying
+        # totalResults must not cost memory
         for index, fetched in self.map_ordered(fetch, windows, paging.look_ahead):
             if index == confirm and covered != confirm:
                 break  # pages were short; the sequential reader confirms the end
@@ -642,6 +657,29 @@ class ScimClient:
             raise ScimRequestError(url, None, transport_reason(exc)) from exc
 
     def _read_body(self, response: requests.Response, url: str) -> bytes:
+        # requestTimeout bounds each wait for bytes; a server trickling bytes could
+        # still hold a response forever, so the whole body gets a deadline too: a
+        # timer shuts the socket down, which ends a read blocked in this thread.
+        aborted = threading.Event()
+
+        def abort() -> None:
+            aborted.set()
+            response.raw.shutdown()
+
+        timer = threading.Timer(_BODY_DEADLINE_FACTOR * self.settings.timeout, abort)
+        timer.daemon = True
+        timer.start()
+        try:
+            return self._read_chunks(response, url)
+        except Exception as exc:
+            if aborted.is_set():
+                msg = "Read timed out: the whole response took too long"
+                raise requests.exceptions.ReadTimeout(msg) from exc
+            raise
+        finally:
+            timer.cancel()
+
+    def _read_chunks(self, response: requests.Response, url: str) -> bytes:
         limit = self.settings.max_response_bytes
         chunks = []
         size = 0

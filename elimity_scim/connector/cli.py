@@ -214,12 +214,12 @@ def _run(args: argparse.Namespace, formatter: RedactingFormatter) -> int:
             push_snapshot(target, items, validator, timeout=timeout, before_send=check)
             guard.record(validator.counts)
     except ConnectorError as exc:
-        _alert(target, exc, formatter)
+        _alert(target, exc, formatter, timeout)
         raise
     except Exception as exc:
         logger.debug("internal error", exc_info=True)
         error = ConnectorError(f"internal error: {type(exc).__name__}: {exc}")
-        _alert(target, error, formatter)
+        _alert(target, error, formatter, timeout)
         raise error from exc
 
     summary = validator.counts.describe(data_model)
@@ -227,7 +227,7 @@ def _run(args: argparse.Namespace, formatter: RedactingFormatter) -> int:
     logger.info("Import complete, %s: %s", where, summary)
     if target is not None:
         try:
-            send_log(target, Level.INFO, f"Imported {summary}")
+            send_log(target, Level.INFO, f"Imported {summary}", timeout=timeout)
         except PushError as exc:
             # The snapshot is in; only the log line is missing.
             logger.warning("Snapshot accepted, but the connector log failed: %s", exc)
@@ -373,7 +373,10 @@ def _insights_token(environ: Mapping[str, str]) -> str | None:
 
 
 def _alert(
-    target: InsightsTarget | None, exc: ConnectorError, formatter: RedactingFormatter
+    target: InsightsTarget | None,
+    exc: ConnectorError,
+    formatter: RedactingFormatter,
+    timeout: float,
 ) -> None:
     if target is None:
         return
@@ -384,7 +387,7 @@ def _alert(
     )
     message = formatter.redact(f"Import failed, {outcome}: {exc}")
     try:
-        send_log(target, Level.ALERT, message)
+        send_log(target, Level.ALERT, message, timeout=timeout)
     except PushError as log_error:
         logger.warning("could not send the alert to Insights: %s", log_error)
 

@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -84,12 +85,33 @@ def push_snapshot(
     return size
 
 
-def send_log(target: InsightsTarget, level: Level, message: str) -> None:
-    """Add one line to the source's connector log in Insights."""
+def send_log(
+    target: InsightsTarget, level: Level, message: str, *, timeout: float
+) -> None:
+    """Add one line to the source's connector log in Insights, within ``timeout``.
+
+    The client's ``create_connector_logs`` sets no timeout of its own, so it runs
+    in a daemon thread that is abandoned (and ends with the process) when Insights
+    does not answer in time.
+    """
     log = ConnectorLog(level=level, message=message, timestamp=datetime.now(UTC))
-    try:
-        target.client().create_connector_logs([log])
-    except requests.RequestException as exc:
+    errors: list[requests.RequestException] = []
+
+    def call() -> None:
+        try:
+            target.client().create_connector_logs([log])
+        except requests.RequestException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=call, name="connector-log", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        url = f"{target.url}/api/sources/{target.source_id}"
+        msg = f"the connector log got no answer from {url} within {timeout:.0f} s"
+        raise PushError(msg)
+    if errors:
+        exc = errors[0]
         raise PushError(_push_failure("connector log", target, exc)) from exc
 
 

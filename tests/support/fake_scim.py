@@ -8,7 +8,11 @@ filters the connector sends (``groups.value eq "<id>"`` on ``/Users`` and
 ``members.value eq "<id>"`` on ``/Groups``). Plain attributes set per test make it
 misbehave the way real servers do (see ``/work/shared/SCIM-QUIRKS.md``); `Fault`s
 queued with `FakeScim.fail` replace single answers with errors, dropped
-connections, bodies cut short or stalls. Every request is recorded.
+connections, bodies cut short or stalls, pages that skip, repeat or shift resources,
+redirects and endless trickles. `Mutation`s queued with `FakeScim.mutate` change the
+directory just before a chosen request is answered, and every version of the
+directory is kept in `FakeScim.versions`. Every request is recorded, and so is
+every fault applied (`FakeScim.applied`).
 
 The *true* memberships are the ``members`` of the group dicts as given; the knobs
 ``list_members`` and ``get_members`` only change what the server shows.
@@ -23,6 +27,7 @@ import base64
 import binascii
 import contextlib
 import copy
+import dataclasses
 import email.utils
 import json
 import re
@@ -51,7 +56,20 @@ SPC_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
 
 Resource = dict[str, Any]
 MembersView = Literal["full", "omit", "empty", "users_only"]
-FaultAction = Literal["respond", "drop", "truncate", "stall", "stall_body"]
+FaultAction = Literal[
+    "respond",
+    "drop",
+    "truncate",
+    "stall",
+    "stall_body",
+    "cut",
+    "trickle",
+    "redirect",
+    "skip",
+    "repeat",
+    "shift",
+]
+_PAGE_EDITS = ("skip", "repeat", "shift")
 
 _FILTER = re.compile(
     r'^\s*(?P<attribute>groups|members)\.value\s+eq\s+"(?P<value>(?:[^"\\]|\\.)*)"\s*$',
@@ -118,6 +136,10 @@ class RecordedRequest:
     raw_query: str = ""
 
 
+REAL = object()
+"""A `Fault` body: the real answer, damaged by the fault's action."""
+
+
 @dataclass
 class Fault:
     """One scheduled misbehaviour, used for the requests it matches.
@@ -129,11 +151,22 @@ class Fault:
     ``truncate`` (announce the whole body, send half, close), ``stall`` (wait
     ``seconds`` before answering normally) or ``stall_body`` (send headers and
     half the body, then wait ``seconds``).
+
+    More actions: ``cut`` (half the body without a Content-Length, then close, so
+    the client cannot tell), ``trickle`` (headers, then the body and endless
+    spaces one byte every ``seconds`` until the fake stops), ``redirect``
+    (``status`` with a Location of ``location`` plus the request's path and
+    query). Page edits change a list page and nothing else: ``skip`` leaves out
+    the page's resource at ``position``, ``repeat`` sends it twice, ``shift``
+    moves the page's window by ``shift`` resources (negative: repeat resources of
+    the page before; positive: skip some).
     """
 
     status: int = 500
     body: object = b""
-    """Bytes or str sent as is; anything else is sent as JSON."""
+    """Bytes or str sent as is; anything else is sent as JSON. ``REAL`` sends the
+    answer the server would have given (status, type and body), e.g. to cut a real
+    page short."""
     content_type: str | None = "application/scim+json"
     headers: dict[str, str] = field(default_factory=dict)
     action: FaultAction = "respond"
@@ -142,6 +175,9 @@ class Fault:
     times: int | None = 1
     after: int = 0
     seconds: float = 0.0
+    position: int = 0
+    shift: int = 0
+    location: str | None = None
     matched: int = 0
     """How many requests matched so far (served normally or not)."""
 
@@ -181,6 +217,34 @@ def scim_error(
     if scim_type is not None:
         body["scimType"] = scim_type
     return Fault(status=status, body=body, **options)
+
+
+@dataclass
+class Mutation:
+    """A change of the directory, made just before the server answers a request.
+
+    ``change`` runs (under the fake's lock) before the ``at``-th request that
+    matches ``path`` and ``when`` is answered, so that request already sees it.
+    """
+
+    change: Callable[[FakeScim], object]
+    at: int = 1
+    path: str | None = None
+    when: Callable[[RecordedRequest], bool] | None = None
+    matched: int = 0
+    request_number: int | None = None
+    """The 1-based number (in `FakeScim.requests`) of the request it preceded."""
+
+    def due(self, request: RecordedRequest) -> bool:
+        """Count a request that matches, and tell whether the change is due now."""
+        if self.request_number is not None:
+            return False
+        if self.path is not None and request.path != self.path:
+            return False
+        if self.when is not None and not self.when(request):
+            return False
+        self.matched += 1
+        return self.matched == self.at
 
 
 def default_service_provider_config() -> dict[str, Any]:
@@ -223,7 +287,8 @@ class FakeScim:
         self.items_per_page: Literal["page", "requested", "missing"] = "page"
         self.total_results: Literal["exact", "page", "requested", "missing"] = "exact"
         self.total_results_delta = 0
-        """Added to an ``exact`` totalResults: negative too small, positive large."""
+        """Added to an ``exact`` totalResults (never below 0): negative too small,
+        positive too large."""
         self.numbers_as_strings = False
         """Send totalResults, itemsPerPage and startIndex as JSON strings."""
         self.ignore_start_index = False
@@ -273,6 +338,13 @@ class FakeScim:
         self.on_request: Callable[[FakeScim, RecordedRequest], None] | None = None
         """Called before each request is answered, e.g. to change the directory."""
         self.requests: list[RecordedRequest] = []
+        self.applied: list[tuple[RecordedRequest, Fault]] = []
+        """Every fault applied, with the request it was applied to."""
+        self.mutations: list[Mutation] = []
+        self.versions: list[tuple[list[Resource], list[Resource]]] = []
+        """(users, groups) before the first mutation and after each one."""
+        self.host = HOST
+        """The loopback address to bind, e.g. ``127.0.0.2``."""
 
         for name, value in knobs.items():
             if not hasattr(self, name):
@@ -283,8 +355,10 @@ class FakeScim:
         self._cursors: dict[str, int] = {}
         self._lock = threading.RLock()
         self._closing = threading.Event()
+        self._edit: Fault | None = None
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._port: int | None = None
 
     # -- Lifecycle ---------------------------------------------------------
 
@@ -295,9 +369,10 @@ class FakeScim:
         class Handler(_Handler):
             owner = fake
 
-        server = ThreadingHTTPServer((HOST, 0), Handler)
+        server = ThreadingHTTPServer((self.host, 0), Handler)
         server.daemon_threads = True
         self._server = server
+        self._port = int(server.server_address[1])
         self._thread = threading.Thread(
             target=server.serve_forever, args=(0.05,), daemon=True
         )
@@ -325,16 +400,16 @@ class FakeScim:
 
     @property
     def port(self) -> int:
-        """The bound port."""
-        if self._server is None:
-            msg = "the fake is not running"
+        """The bound port (also once stopped, for messages that name it)."""
+        if self._port is None:
+            msg = "the fake was never started"
             raise RuntimeError(msg)
-        return int(self._server.server_address[1])
+        return self._port
 
     @property
     def base_url(self) -> str:
         """``http://127.0.0.1:PORT/scim/v2``."""
-        return f"http://{HOST}:{self.port}{BASE_PATH}"
+        return f"http://{self.host}:{self.port}{BASE_PATH}"
 
     # -- Programming -------------------------------------------------------
 
@@ -342,6 +417,20 @@ class FakeScim:
         """Schedule faults; the first one that applies to a request wins."""
         with self._lock:
             self.faults.extend(faults)
+
+    def mutate(self, *mutations: Mutation) -> None:
+        """Schedule changes of the directory (see `Mutation`)."""
+        with self._lock:
+            self.mutations.extend(mutations)
+
+    @property
+    def history(self) -> list[tuple[list[Resource], list[Resource]]]:
+        """Every version of the directory so far, oldest first."""
+        with self._lock:
+            return self.versions or [self._version()]
+
+    def _version(self) -> tuple[list[Resource], list[Resource]]:
+        return copy.deepcopy(self.users), copy.deepcopy(self.groups)
 
     def requests_to(self, path: str) -> list[RecordedRequest]:
         """Return the recorded requests to one path below the base path."""
@@ -360,13 +449,42 @@ class FakeScim:
             self.requests.append(request)
             if self.on_request is not None:
                 self.on_request(self, request)
+            for mutation in self.mutations:
+                if mutation.due(request):
+                    if not self.versions:
+                        self.versions.append(self._version())
+                    mutation.change(self)
+                    mutation.request_number = len(self.requests)
+                    self.versions.append(self._version())
             fault = next((f for f in self.faults if f.applies(request)), None)
+            if fault is not None:
+                self.applied.append((request, fault))
+            if fault is not None and fault.action == "redirect":
+                return self._redirect(request, fault)
+            if fault is not None and fault.action in _PAGE_EDITS:
+                self._edit = fault
+                try:
+                    return self._route(request)
+                finally:
+                    self._edit = None
+            if fault is not None and fault.body is REAL and fault.action != "stall":
+                real = self._route(request)
+                return dataclasses.replace(
+                    real, action=fault.action, seconds=fault.seconds
+                )
             if fault is not None and fault.action != "stall":
                 return _Answer.of_fault(fault)
             answer = self._route(request)
         if fault is not None:
             self._closing.wait(fault.seconds)
         return answer
+
+    def _redirect(self, request: RecordedRequest, fault: Fault) -> _Answer:
+        target = (fault.location or self.base_url).rstrip("/") + request.raw_path
+        if request.raw_query:
+            target += "?" + request.raw_query
+        headers = {**fault.headers, "Location": target}
+        return _Answer(fault.status, fault.payload(), fault.content_type, headers)
 
     def _route(self, request: RecordedRequest) -> _Answer:
         if request.method != "GET":
@@ -469,6 +587,8 @@ class FakeScim:
         start = max(_int(query.get("startindex"), None) or 1, 1)
         if self.ignore_start_index:
             start = 1
+        if self._edit is not None and self._edit.action == "shift":
+            start = max(start + self._edit.shift, 1)
         requested = _int(query.get("count"), self.default_count)
         size = _size(requested, self.page_cap, len(shown))
         total = len(shown)
@@ -487,6 +607,8 @@ class FakeScim:
         offset = 0 if cursor == "" else self._cursors.get(cursor)
         if offset is None:
             return self._error(400, f"Unknown cursor {cursor!r}", "invalidCursor")
+        if self._edit is not None and self._edit.action == "shift":
+            offset = max(offset + self._edit.shift, 0)
         requested = _int(query.get("count"), self.default_count)
         size = _size(requested, self.page_cap, len(shown))
         page = shown[offset : offset + size]
@@ -512,8 +634,9 @@ class FakeScim:
         cursor: str | None,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {"schemas": [LIST_RESPONSE]}
+        page = self._edited(page)
         totals = {
-            "exact": total + self.total_results_delta,
+            "exact": max(total + self.total_results_delta, 0),
             "page": len(page),
             "requested": requested if requested is not None else len(page),
         }
@@ -534,6 +657,18 @@ class FakeScim:
         if cursor:
             body["previousCursor"] = cursor
         return {self._key(key): value for key, value in body.items()}
+
+    def _edited(self, page: list[Resource]) -> list[Resource]:
+        edit = self._edit
+        if edit is None or not page or edit.action not in ("skip", "repeat"):
+            return page
+        page = list(page)
+        position = min(max(edit.position, 0), len(page) - 1)
+        if edit.action == "skip":
+            del page[position]
+        else:
+            page.insert(position + 1, copy.deepcopy(page[position]))
+        return page
 
     def _key(self, key: str) -> str:
         if self.key_case == "lower":
@@ -678,6 +813,19 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in answer.headers.items():
             self.send_header(name, value)
         body = answer.body
+        if answer.action == "cut":
+            # No Content-Length: the body ends where the connection does.
+            self.end_headers()
+            self.wfile.write(answer.body[: len(answer.body) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if answer.action == "trickle":
+            self.end_headers()
+            self._trickle(answer)
+            return
         if answer.action in ("truncate", "stall_body"):
             body = body if len(body) > 1 else b'{"Resources": [{"id": "x"}]}'
             self.send_header("Content-Length", str(len(body)))
@@ -693,6 +841,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def _trickle(self, answer: _Answer) -> None:
+        # One byte at a time, never finishing: a per-read timeout never fires.
+        closing = self.owner._closing
+        pending = answer.body
+        self.close_connection = True
+        while not closing.is_set():
+            byte, pending = (pending[:1], pending[1:]) if pending else (b" ", b"")
+            try:
+                self.wfile.write(byte)
+                self.wfile.flush()
+            except OSError:
+                return
+            closing.wait(answer.seconds)
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
