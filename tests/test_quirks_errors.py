@@ -124,7 +124,9 @@ def test_retry_after_http_date_is_honoured() -> None:
         ),
         (
             Fault(status=429, headers={"Retry-After": http_date(3600)}, times=None),
-            r"3[56]\d\d s, longer than the configured maximum of 5 s",
+            # The date is fixed when the tests are collected; the suite may take
+            # minutes before this one runs, so only the order of magnitude counts.
+            r"[1-3]\d\d\d s, longer than the configured maximum of 5 s",
         ),
     ],
     ids=["429-seconds", "503-seconds", "429-http-date"],
