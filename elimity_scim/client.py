@@ -393,7 +393,9 @@ class ScimClient:
                 if index == confirm:
                     return _COMPLETE
                 break  # the listing shrank; the sequential reader confirms the end
-            yield self._checked_fresh(resources, listing, endpoint, index)
+            yield self._checked_fresh(
+                resources, listing, endpoint, f"the page at startIndex {index}"
+            )
             covered = index + len(resources)
             if len(resources) < step and covered <= total:
                 # A short page in the middle: read the gap before moving on.
@@ -424,7 +426,9 @@ class ScimClient:
             listing.pages += 1
             if not resources:
                 break
-            yield self._checked_fresh(resources, listing, endpoint, start)
+            yield self._checked_fresh(
+                resources, listing, endpoint, f"the page at startIndex {start}"
+            )
             if next_cursor:
                 yield from self._switch_to_cursor(
                     endpoint, paging, params, listing, next_cursor
@@ -447,13 +451,14 @@ class ScimClient:
         yield from self._cursor_pages(endpoint, paging, params, listing, cursor)
 
     def _checked_fresh(
-        self, resources: list[object], listing: Listing, endpoint: str, start: int
+        self, resources: list[object], listing: Listing, endpoint: str, page: str
     ) -> list[JsonObject]:
+        # ``page`` names the page in the error: "the page at startIndex 3".
         fresh, identified = self._fresh(resources, listing, endpoint)
         if identified and not fresh:
             msg = (
-                f"paging is broken at {self.url(endpoint)}: the page at startIndex "
-                f"{start} repeats {len(resources)} resources already read"
+                f"paging is broken at {self.url(endpoint)}: {page} repeats "
+                f"{len(resources)} resources already read"
             )
             raise ScimPagingError(msg)
         self._count_barren(listing, endpoint, fresh=bool(fresh), entries=resources)
@@ -490,14 +495,7 @@ class ScimClient:
             resources, total, next_cursor = self._page(body, endpoint)
             listing.pages += 1
             listing.total = _max(listing.total, total)
-            fresh, identified = self._fresh(resources, listing, endpoint)
-            if identified and not fresh:
-                msg = (
-                    f"paging is broken at {self.url(endpoint)}: a cursor page repeats "
-                    f"{len(resources)} resources already read"
-                )
-                raise ScimPagingError(msg)
-            self._count_barren(listing, endpoint, fresh=bool(fresh), entries=resources)
+            fresh = self._checked_fresh(resources, listing, endpoint, "a cursor page")
             if fresh:
                 yield fresh
             empty_pages = 0 if resources else empty_pages + 1
