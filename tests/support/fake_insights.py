@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
+
+from tests.support.serving import BackgroundServer
 
 HOST = "127.0.0.1"
 DATA_MODEL_PATH = Path(__file__).parents[2] / "elimity_scim" / "data_model.json"
@@ -449,7 +450,7 @@ class _Refusal(Exception):
         self.reason = reason
 
 
-class FakeInsights:
+class FakeInsights(BackgroundServer):
     """Elimity Insights' push API for one source, on ``127.0.0.1`` at a free port.
 
     Fault knobs: set ``fail_snapshots_with`` (or ``fail_logs_with``) to a status
@@ -510,37 +511,9 @@ class FakeInsights:
         class Handler(_Handler):
             owner = fake
 
-        self._server = ThreadingHTTPServer((HOST, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            args=(POLL_SECONDS,),
-            name="fake-insights",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeInsights:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+        server = ThreadingHTTPServer((HOST, 0), Handler)
+        server.daemon_threads = True
+        return self._serve(server, POLL_SECONDS, "fake-insights")
 
     def summary(self) -> Summary:
         """`summarize` of the latest snapshot."""

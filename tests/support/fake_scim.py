@@ -37,7 +37,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -45,6 +44,7 @@ from elimity_insights_client import Entity
 
 from elimity_scim.connector.config import resolve
 from elimity_scim.source import ScimSource
+from tests.support.serving import BackgroundServer
 
 HOST = "127.0.0.1"
 BASE_PATH = "/scim/v2"
@@ -267,7 +267,7 @@ def default_service_provider_config() -> dict[str, Any]:
     }
 
 
-class FakeScim:
+class FakeScim(BackgroundServer):
     """An in-process SCIM server on ``127.0.0.1:0``; use it as a context manager."""
 
     def __init__(
@@ -371,32 +371,13 @@ class FakeScim:
 
         server = ThreadingHTTPServer((self.host, 0), Handler)
         server.daemon_threads = True
-        self._server = server
         self._port = int(server.server_address[1])
-        self._thread = threading.Thread(
-            target=server.serve_forever, args=(0.05,), daemon=True
-        )
-        self._thread.start()
-        return self
+        return self._serve(server, 0.05)
 
     def stop(self) -> None:
         """Stop serving and release the port."""
         self._closing.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self) -> FakeScim:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+        super().stop()
 
     @property
     def port(self) -> int:

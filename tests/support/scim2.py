@@ -24,7 +24,6 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from socketserver import ThreadingMixIn
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
@@ -56,6 +55,7 @@ from tests.support.directory import (
     SeededDirectory,
     example_directory,
 )
+from tests.support.serving import BackgroundServer
 
 HOST = "127.0.0.1"
 BULK_REQUEST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
@@ -145,7 +145,7 @@ class _Break:
     seen: int = 0
 
 
-class Scim2Server:
+class Scim2Server(BackgroundServer):
     """scim2-server on ``127.0.0.1`` at a free port, serving from memory.
 
     Without ``bearer_tokens`` and ``basic`` it accepts every request. With either,
@@ -191,36 +191,7 @@ class Scim2Server:
         server = _LoopbackServer((HOST, self._port), _RequestHandler)
         server.owner = self
         server.set_app(self._application())
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            args=(POLL_SECONDS,),
-            name=f"scim2-server:{server.server_port}",
-        )
-        self._thread.daemon = True
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
-        self._server = self._thread = None
-
-    def __enter__(self) -> Scim2Server:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
+        return self._serve(server, POLL_SECONDS, f"scim2-server:{server.server_port}")
 
     @property
     def port(self) -> int:
