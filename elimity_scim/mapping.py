@@ -6,7 +6,7 @@ Every function here is pure apart from counting tolerated irregularities in a
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from dateutil.parser import isoparse
@@ -19,55 +19,123 @@ from elimity_insights_client import (
     NumberValue,
     Relationship,
     StringValue,
-    Value,
 )
 
 from elimity_scim.diagnostics import Warnings
 
 JsonObject = Mapping[str, object]
 
-ENTERPRISE_USER = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:user"
+ENTERPRISE_USER = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 USER = "user"
 GROUP = "group"
 MEMBERSHIP_TYPE = "membershipType"
 DIRECT = "direct"
 INDIRECT = "indirect"
-
-# (Insights attribute id, where the SCIM attribute lives, its lower-cased name)
-_USER_STRINGS = (
-    ("userName", "", "username"),
-    ("displayName", "", "displayname"),
-    ("givenName", "name", "givenname"),
-    ("familyName", "name", "familyname"),
-    ("formattedName", "name", "formatted"),
-    ("title", "", "title"),
-    ("userType", "", "usertype"),
-    ("externalId", "", "externalid"),
-    ("preferredLanguage", "", "preferredlanguage"),
-    ("locale", "", "locale"),
-    ("timezone", "", "timezone"),
-    ("employeeNumber", "enterprise", "employeenumber"),
-    ("costCenter", "enterprise", "costcenter"),
-    ("organization", "enterprise", "organization"),
-    ("division", "enterprise", "division"),
-    ("department", "enterprise", "department"),
-    ("managerId", "manager", "value"),
-    ("managerDisplayName", "manager", "displayname"),
-)
-_GROUP_STRINGS = (
-    ("displayName", "", "displayname"),
-    ("externalId", "", "externalid"),
-)
-_DATES = (("created", "created"), ("lastModified", "lastmodified"))
 _EMPTY: dict[str, object] = {}
+
+
+class _Level:
+    """The attribute names one level of a resource carries, as RFC 7643 spells them.
+
+    Mapping reads attributes by their RFC spelling. Most servers use it, so a level
+    whose names all have that spelling is read as it is; only a level with a name in
+    another case (RFC 7643 §2.1) is copied with its names respelled.
+    """
+
+    def __init__(self, *names: str) -> None:
+        self.spelled = frozenset(names)
+        self._spelling = {name.lower(): name for name in names}
+
+    def view(self, value: object) -> Mapping[str, object]:
+        """Return ``value`` with the names of this level in their RFC spelling."""
+        if type(value) is dict and self.spelled.issuperset(value):
+            return value
+        if not isinstance(value, dict):
+            return _EMPTY
+        return self._respelled(value)
+
+    def _respelled(self, value: Mapping[str, object]) -> Mapping[str, object]:
+        spelling = self._spelling
+        if not any(str(key).lower() in spelling for key in value.keys() - self.spelled):
+            return value  # only names this mapping does not read
+        # As with lower-casing, the last of two names differing in case wins.
+        return {spelling.get(str(k).lower(), k): v for k, v in value.items()}
+
+
+_USER = _Level(
+    "schemas", "id", "externalId", "meta", "userName", "name", "displayName",
+    "nickName", "profileUrl", "title", "userType", "preferredLanguage", "locale",
+    "timezone", "active", "password", "emails", "phoneNumbers", "ims", "photos",
+    "addresses", "groups", "entitlements", "roles", "x509Certificates",
+    ENTERPRISE_USER,
+)  # fmt: skip
+_NAME = _Level(
+    "formatted", "familyName", "givenName", "middleName", "honorificPrefix",
+    "honorificSuffix",
+)  # fmt: skip
+_ENTERPRISE = _Level(
+    "employeeNumber", "costCenter", "organization", "division", "department",
+    "manager",
+)  # fmt: skip
+_MANAGER = _Level("value", "$ref", "displayName")
+_META = _Level("resourceType", "created", "lastModified", "location", "version")
+_EMAIL = _Level("value", "display", "type", "primary")
+_GROUP = _Level("schemas", "id", "externalId", "meta", "displayName", "members")
+
+# Many attributes repeat across users (department, locale, title, …). Their
+# assignments are shared rather than built again for every user: nothing downstream
+# mutates them, and building objects is most of the mapping's cost. A cache that
+# fills up (a value unique to each user, say) is emptied and starts again.
+_Shared = dict[str, AttributeAssignment]
+_SHARED_MAX = 10_000
+
+# (Insights attribute id, SCIM attribute name, cache of shared assignments or None)
+_Fields = tuple[tuple[str, str, _Shared | None], ...]
+
+
+def _fields(*entries: tuple[str, str, bool]) -> _Fields:
+    return tuple((attr, key, {} if shared else None) for attr, key, shared in entries)
+
+
+# In the order the assignments have always had: the names, then the rest.
+_USER_NAMES = _fields(
+    ("userName", "userName", False),
+    ("displayName", "displayName", False),
+)
+_USER_STRINGS = _fields(
+    ("title", "title", True),
+    ("userType", "userType", True),
+    ("externalId", "externalId", False),
+    ("preferredLanguage", "preferredLanguage", True),
+    ("locale", "locale", True),
+    ("timezone", "timezone", True),
+)
+_NAME_STRINGS = _fields(
+    ("givenName", "givenName", False),
+    ("familyName", "familyName", False),
+    ("formattedName", "formatted", False),
+)
+_ENTERPRISE_STRINGS = _fields(
+    ("employeeNumber", "employeeNumber", False),
+    ("costCenter", "costCenter", True),
+    ("organization", "organization", True),
+    ("division", "division", True),
+    ("department", "department", True),
+)
+_MANAGER_STRINGS = _fields(
+    ("managerId", "value", False),
+    ("managerDisplayName", "displayName", False),
+)
+_GROUP_STRINGS = _fields(
+    ("displayName", "displayName", False),
+    ("externalId", "externalId", False),
+)
 _MEMBERSHIP_TYPES = {
-    kind: AttributeAssignment(
-        attribute_type_id=MEMBERSHIP_TYPE, value=StringValue(kind)
-    )
+    kind: AttributeAssignment(MEMBERSHIP_TYPE, StringValue(kind))
     for kind in (DIRECT, INDIRECT)
 }
-_ACTIVE = AttributeAssignment(attribute_type_id="active", value=BooleanValue(True))
-_INACTIVE = AttributeAssignment(attribute_type_id="active", value=BooleanValue(False))
+_ACTIVE = AttributeAssignment("active", BooleanValue(True))
+_INACTIVE = AttributeAssignment("active", BooleanValue(False))
 
 
 def lowered(resource: JsonObject) -> dict[str, object]:
@@ -91,78 +159,79 @@ def _lowered_value(value: object) -> object:
     return value
 
 
-def _shallow(value: object) -> Mapping[str, object]:
-    # Lower-cases one level only: the mapping reads a handful of known attributes,
-    # so lowering whole resources would be wasted work on the hot path.
-    if not isinstance(value, dict):
-        return _EMPTY
-    return {str(key).lower(): item for key, item in value.items()}
-
-
 def user_entity(user_id: str, user: JsonObject, warnings: Warnings) -> Entity:
     """Map one SCIM User (attribute names in any case) onto an Insights user entity."""
-    top = _shallow(user)
-    enterprise = _shallow(top.get(ENTERPRISE_USER))
-    scopes = {
-        "": top,
-        "name": _shallow(top.get("name")),
-        "enterprise": enterprise,
-        "manager": _shallow(enterprise.get("manager")),
-    }
-    assignments = _strings(scopes, _USER_STRINGS, warnings)
-    active = _boolean(top.get("active"), warnings)
-    if active is not None:
-        assignments.append(_ACTIVE if active else _INACTIVE)
+    top = _USER.view(user)
+    enterprise = _ENTERPRISE.view(top.get(ENTERPRISE_USER))
+    assignments: list[AttributeAssignment] = []
+    _strings(assignments, top, _USER_NAMES, "", warnings)
+    _strings(assignments, _NAME.view(top.get("name")), _NAME_STRINGS, "name", warnings)
+    _strings(assignments, top, _USER_STRINGS, "", warnings)
+    if enterprise:
+        _strings(assignments, enterprise, _ENTERPRISE_STRINGS, "enterprise", warnings)
+        manager = _MANAGER.view(enterprise.get("manager"))
+        _strings(assignments, manager, _MANAGER_STRINGS, "manager", warnings)
+    active = top.get("active")
+    if active is True:
+        assignments.append(_ACTIVE)
+    elif active is False:
+        assignments.append(_INACTIVE)
+    elif active is not None:
+        parsed = _boolean(active, warnings)
+        if parsed is not None:
+            assignments.append(_ACTIVE if parsed else _INACTIVE)
     email = primary_email(top, warnings)
     if email is not None:
-        assignments.append(_assignment("email", StringValue(email)))
-    assignments.extend(_dates(_shallow(top.get("meta")), warnings))
-    name = _text(top.get("displayname")) or _text(top.get("username")) or user_id
-    return Entity(attribute_assignments=assignments, id=user_id, name=name, type=USER)
+        assignments.append(AttributeAssignment("email", StringValue(email)))
+    meta = top.get("meta")
+    if meta is not None:
+        _dates(assignments, _META.view(meta), warnings)
+    name = _text(top.get("displayName")) or _text(top.get("userName")) or user_id
+    return Entity(assignments, user_id, name, USER)
 
 
 def group_entity(
     group_id: str, group: JsonObject, member_count: int | None, warnings: Warnings
 ) -> Entity:
     """Map one SCIM Group (attribute names in any case) onto an Insights entity."""
-    top = _shallow(group)
-    assignments = _strings({"": top}, _GROUP_STRINGS, warnings)
+    top = _GROUP.view(group)
+    assignments: list[AttributeAssignment] = []
+    _strings(assignments, top, _GROUP_STRINGS, "", warnings)
     if member_count is not None:
-        assignments.append(_assignment("memberCount", NumberValue(member_count)))
-    assignments.extend(_dates(_shallow(top.get("meta")), warnings))
-    name = _text(top.get("displayname")) or group_id
-    return Entity(attribute_assignments=assignments, id=group_id, name=name, type=GROUP)
+        assignments.append(
+            AttributeAssignment("memberCount", NumberValue(member_count))
+        )
+    meta = top.get("meta")
+    if meta is not None:
+        _dates(assignments, _META.view(meta), warnings)
+    name = _text(top.get("displayName")) or group_id
+    return Entity(assignments, group_id, name, GROUP)
 
 
 def membership(
     from_id: str, from_type: str, group_id: str, membership_type: str | None
 ) -> Relationship:
     """Return the relationship from a member to the group that contains it."""
-    assignments = []
-    if membership_type is not None:
-        shared = _MEMBERSHIP_TYPES.get(membership_type)
-        if shared is None:
-            shared = _assignment(MEMBERSHIP_TYPE, StringValue(membership_type))
-        assignments.append(shared)
-    return Relationship(
-        attribute_assignments=assignments,
-        from_entity_id=from_id,
-        from_entity_type=from_type,
-        to_entity_id=group_id,
-        to_entity_type=GROUP,
-    )
+    if membership_type is None:
+        return Relationship([], from_id, from_type, group_id, GROUP)
+    shared = _MEMBERSHIP_TYPES.get(membership_type)
+    if shared is None:
+        shared = AttributeAssignment(MEMBERSHIP_TYPE, StringValue(membership_type))
+    return Relationship([shared], from_id, from_type, group_id, GROUP)
 
 
 def primary_email(user: JsonObject, warnings: Warnings) -> str | None:
     """Return the primary email address, else the first one.
 
-    ``user`` has lower-cased top-level attribute names.
+    ``user`` has its top-level attribute names in their RFC 7643 spelling.
     """
     emails = user.get("emails")
     if not isinstance(emails, list):
         return None
     candidates = [
-        (email, _text(email.get("value"))) for email in map(_shallow, emails) if email
+        (email, _text(email.get("value")))
+        for email in map(_EMAIL.view, emails)
+        if email
     ]
     values = [(email, value) for email, value in candidates if value]
     primaries = [value for email, value in values if _is_true(email.get("primary"))]
@@ -173,63 +242,39 @@ def primary_email(user: JsonObject, warnings: Warnings) -> str | None:
 
 
 def _strings(
-    scopes: Mapping[str, Mapping[str, object]],
-    fields: tuple[tuple[str, str, str], ...],
+    assignments: list[AttributeAssignment],
+    scope: Mapping[str, object],
+    fields: _Fields,
+    where: str,
     warnings: Warnings,
-) -> list[AttributeAssignment]:
-    assignments = []
-    for attribute, scope, key in fields:
-        raw = scopes[scope].get(key)
+) -> None:
+    for attribute, key, shared in fields:
+        raw = scope.get(key)
         if raw is None:
             continue
         text = raw if type(raw) is str else _text(raw)
         if text is None:
-            where = f"{scope}.{key}" if scope else key
-            warnings.add(f"values of {where} that are not text, skipped")
+            name = f"{where}.{key}" if where else key
+            warnings.add(f"values of {name} that are not text, skipped")
+        elif not text:
             continue
-        if text:
-            assignments.append(_string_assignment(attribute, text))
-    return assignments
-
-
-# Many attributes repeat across users (department, locale, title, …). Their value
-# objects are shared rather than built again for every user: nothing downstream
-# mutates them, and building objects is most of the mapping's cost.
-_SHARED = frozenset(
-    {
-        "title",
-        "userType",
-        "preferredLanguage",
-        "locale",
-        "timezone",
-        "costCenter",
-        "organization",
-        "division",
-        "department",
-    }
-)
-_SHARED_MAX = 50_000
-_shared: dict[tuple[str, str], AttributeAssignment] = {}
-
-
-def _string_assignment(attribute: str, text: str) -> AttributeAssignment:
-    if attribute not in _SHARED:
-        return AttributeAssignment(attribute_type_id=attribute, value=StringValue(text))
-    key = (attribute, text)
-    found = _shared.get(key)
-    if found is None:
-        if len(_shared) >= _SHARED_MAX:
-            _shared.clear()
-        found = _shared[key] = AttributeAssignment(
-            attribute_type_id=attribute, value=StringValue(text)
-        )
-    return found
+        elif shared is None:
+            assignments.append(AttributeAssignment(attribute, StringValue(text)))
+        else:
+            found = shared.get(text)
+            if found is None:
+                if len(shared) >= _SHARED_MAX:
+                    shared.clear()
+                found = shared[text] = AttributeAssignment(attribute, StringValue(text))
+            assignments.append(found)
 
 
 def _dates(
-    meta: Mapping[str, object], warnings: Warnings
-) -> Iterator[AttributeAssignment]:
-    for attribute, key in _DATES:
+    assignments: list[AttributeAssignment],
+    meta: Mapping[str, object],
+    warnings: Warnings,
+) -> None:
+    for attribute, key in (("created", "created"), ("lastModified", "lastModified")):
         raw = meta.get(key)
         if raw is None:
             continue
@@ -237,7 +282,7 @@ def _dates(
         if value is None:
             warnings.add(f"unreadable meta.{key} timestamps, skipped")
             continue
-        yield _assignment(attribute, DateTimeValue(value))
+        assignments.append(AttributeAssignment(attribute, DateTimeValue(value)))
 
 
 def _text(value: object) -> str | None:
@@ -263,35 +308,23 @@ def _boolean(value: object, warnings: Warnings) -> bool | None:
 
 
 def _date_time(value: object) -> DateTime | None:
-    if not isinstance(value, str):
+    if type(value) is not str:
         return None
     try:
         # The C parser handles the usual forms; dateutil the rarer ISO 8601 ones.
-        parsed = datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value)
     except ValueError:
         try:
-            parsed = isoparse(value)
+            moment = isoparse(value)
         except (ValueError, OverflowError):
             return None
+    zone = moment.tzinfo
     # RFC 7643 §2.3.5: xsd:dateTime; a value without offset is taken as UTC.
-    moment = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    try:
-        utc = moment.astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
-    return _utc_parts(utc)
-
-
-def _utc_parts(moment: datetime) -> DateTime:
+    if zone is not None and zone is not UTC:
+        try:
+            moment = moment.astimezone(UTC)
+        except (ValueError, OverflowError):
+            return None
     return DateTime(
-        year=moment.year,
-        month=moment.month,
-        day=moment.day,
-        hour=moment.hour,
-        minute=moment.minute,
-        second=moment.second,
+        moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second
     )
-
-
-def _assignment(attribute_type_id: str, value: Value) -> AttributeAssignment:
-    return AttributeAssignment(attribute_type_id=attribute_type_id, value=value)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from array import array
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -22,6 +22,7 @@ from elimity_scim.mapping import DIRECT, GROUP, INDIRECT, USER, membership
 logger = logging.getLogger(__name__)
 
 _CANONICAL = frozenset({"value", "type", "$ref", "display"})
+_KINDS = {"User": USER, "Group": GROUP, USER: USER, GROUP: GROUP}
 _DANGLING = "member references that point at nothing the server listed, dropped"
 _AMBIGUOUS = "member references without type matching both a user and a group id"
 
@@ -91,35 +92,47 @@ class Memberships:
 
     def add_member(self, group_id: str, member: object) -> None:
         """Record one entry of a group's ``members`` attribute."""
-        if not isinstance(member, dict):
-            self.warnings.add("member entries that are not objects, skipped")
-            return
-        fields = (
-            member
-            if member.keys() <= _CANONICAL
-            else {str(key).lower(): value for key, value in member.items()}
-        )
-        value = _text(fields.get("value"))
-        ref = _text(fields.get("$ref"))
-        kind = (_text(fields.get("type")) or "").lower() or None
-        if kind is None and ref is not None:
-            # An explicit $ref to /Users/ or /Groups/ (RFC 7643 §4.2) settles the
-            # kind even where user and group ids overlap.
-            kind = _kind_of_ref(ref)
-        group = self._group(self._group_key(group_id))
-        if value is None and ref is None:
-            self.warnings.add("member entries without value or $ref, skipped")
-            return
-        if kind == GROUP:
-            self._add_group_member(group, value, ref)
-            return
-        user = self.user_index.get(value) if value is not None else None
-        if user is None:
-            group.unresolved.append((value or "", kind, ref))
-        elif kind == USER:
-            group.users.append(user)
-        else:
-            group.untyped_users.append(user)
+        self.add_members(group_id, (member,))
+
+    def add_members(self, group_id: str, members: Iterable[object]) -> None:
+        """Record the entries of a group's ``members`` attribute."""
+        group: _Group | None = None
+        user_index = self.user_index
+        for member in members:
+            if not isinstance(member, dict):
+                self.warnings.add("member entries that are not objects, skipped")
+                continue
+            fields = (
+                member
+                if member.keys() <= _CANONICAL
+                else {str(key).lower(): value for key, value in member.items()}
+            )
+            raw = fields.get("value")
+            value = raw if type(raw) is str and raw else _text(raw)
+            ref = _text(fields.get("$ref"))
+            raw = fields.get("type")
+            kind = _KINDS.get(raw) if type(raw) is str else None
+            if kind is None and raw is not None:
+                kind = (_text(raw) or "").lower() or None
+            if kind is None and ref is not None:
+                # An explicit $ref to /Users/ or /Groups/ (RFC 7643 §4.2) settles
+                # the kind even where user and group ids overlap.
+                kind = _kind_of_ref(ref)
+            if group is None:
+                group = self._group(self._group_key(group_id))
+            if value is None and ref is None:
+                self.warnings.add("member entries without value or $ref, skipped")
+                continue
+            if kind == GROUP:
+                self._add_group_member(group, value, ref)
+                continue
+            user = user_index.get(value) if value is not None else None
+            if user is None:
+                group.unresolved.append((value or "", kind, ref))
+            elif kind == USER:
+                group.users.append(user)
+            else:
+                group.untyped_users.append(user)
 
     def add_user_group(
         self, user_id: str, group_value: str, *, indirect: bool = False

@@ -234,8 +234,7 @@ def _add_members(
     memberships: Memberships, warnings: Warnings, group_id: str, members: object
 ) -> None:
     if isinstance(members, list):
-        for member in members:
-            memberships.add_member(group_id, member)
+        memberships.add_members(group_id, members)
     elif members is not None:
         warnings.add("groups whose members are not a list, members skipped")
 

@@ -78,9 +78,14 @@ class SnapshotValidator:
         self._relationship_templates = _templates(
             data_model, "relationshipAttributeTypes", ("parentType", "childType")
         )
+        # declared (from type, to type) -> the end of a relationship's JSON text
         self._relationship_types = {
-            (str(r.get("fromEntityTypeId")), str(r.get("toEntityTypeId")))
-            for r in _objects(data_model, "relationshipTypes")
+            pair: f'"fromEntityType": {_quote(pair[0])}, '
+            f'"toEntityType": {_quote(pair[1])}}}'
+            for pair in (
+                (str(r.get("fromEntityTypeId")), str(r.get("toEntityTypeId")))
+                for r in _objects(data_model, "relationshipTypes")
+            )
         }
         self._ids: dict[str, set[str]] = {
             str(t.get("id")): set() for t in _objects(data_model, "entityTypes")
@@ -106,8 +111,7 @@ class SnapshotValidator:
             msg = f"{entity.type} {entity.id!r} appears twice"
             raise SnapshotError(msg)
         templates = self._entity_templates.get(entity.type, {})
-        what = f"{entity.type} {entity.id!r}"
-        assignments = _assignments(what, entity.attribute_assignments, templates)
+        assignments = _assignments(entity, entity.attribute_assignments, templates)
         ids.add(entity.id)
         self.counts.entities[entity.type] += 1
         return (
@@ -120,23 +124,27 @@ class SnapshotValidator:
         self._relationships_started = True
         from_id, to_id = relationship.from_entity_id, relationship.to_entity_id
         pair = (relationship.from_entity_type, relationship.to_entity_type)
-        what = f"relationship {pair[0]} {from_id!r} → {pair[1]} {to_id!r}"
-        if pair not in self._relationship_types:
-            msg = f"{what} has an undeclared type"
+        suffix = self._relationship_types.get(pair)
+        if suffix is None:
+            msg = f"{_describe(relationship)} has an undeclared type"
             raise SnapshotError(msg)
         if from_id not in self._ids[pair[0]]:
+            what = _describe(relationship)
             msg = f"{what} starts at an entity the snapshot does not hold"
             raise SnapshotError(msg)
         if to_id not in self._ids[pair[1]]:
+            what = _describe(relationship)
             msg = f"{what} ends at an entity the snapshot does not hold"
             raise SnapshotError(msg)
         templates = self._relationship_templates.get(pair, {})
-        assignments = _assignments(what, relationship.attribute_assignments, templates)
+        assignments = _assignments(
+            relationship, relationship.attribute_assignments, templates
+        )
         self.counts.relationships[pair] += 1
         return (
             f'{{"attributeAssignments": [{assignments}], '
             f'"fromEntityId": {_quote(from_id)}, "toEntityId": {_quote(to_id)}, '
-            f'"fromEntityType": {_quote(pair[0])}, "toEntityType": {_quote(pair[1])}}}'
+            f"{suffix}"
         )
 
     def item(self, item: Item) -> str:
@@ -186,20 +194,17 @@ def _flush(batch: list[str], write: Callable[[str], object], *, first: bool) -> 
 
 
 def _assignments(
-    what: str, assignments: Iterable[AttributeAssignment], templates: _Templates
+    owner: Item, assignments: Iterable[AttributeAssignment], templates: _Templates
 ) -> str:
     parts = []
-    seen: set[str] = set()
+    attributes = []
     for assignment in assignments:
         attribute = assignment.attribute_type_id
         template = templates.get(attribute)
         if template is None:
-            msg = f"{what} assigns undeclared attribute {attribute!r}"
+            msg = f"{_describe(owner)} assigns undeclared attribute {attribute!r}"
             raise SnapshotError(msg)
-        if attribute in seen:
-            msg = f"{what} assigns attribute {attribute!r} twice"
-            raise SnapshotError(msg)
-        seen.add(attribute)
+        attributes.append(attribute)
         value_class, prefix = template
         value = assignment.value
         if type(value) is not value_class:
@@ -207,14 +212,30 @@ def _assignments(
         elif value_class is StringValue:  # the common case, without a call
             raw = value.value  # type: ignore[union-attr]
             text = _quote(raw) if type(raw) is str else None
+        elif value_class is DateTimeValue:
+            text = _date_time(value.value)  # type: ignore[union-attr,arg-type]
         else:
             text = _value_text(value)
         if text is None:
             kind = prefix.rpartition('"type": "')[2].partition('"')[0]
-            msg = f"{what} has an invalid {kind} value for {attribute!r}"
+            msg = f"{_describe(owner)} has an invalid {kind} value for {attribute!r}"
             raise SnapshotError(msg)
         parts.append(f"{prefix}{text}}}}}")
+    if len(set(attributes)) < len(attributes):
+        twice = next(a for a in attributes if attributes.count(a) > 1)
+        msg = f"{_describe(owner)} assigns attribute {twice!r} twice"
+        raise SnapshotError(msg)
     return ", ".join(parts)
+
+
+def _describe(item: Item) -> str:
+    # Only for error messages: built when something is wrong, not for every item.
+    if isinstance(item, Entity):
+        return f"{item.type} {item.id!r}"
+    return (
+        f"relationship {item.from_entity_type} {item.from_entity_id!r} → "
+        f"{item.to_entity_type} {item.to_entity_id!r}"
+    )
 
 
 def _value_text(value: Value) -> str | None:
@@ -248,11 +269,28 @@ def _number(value: object) -> str | None:
 
 
 def _date_time(value: DateTime) -> str | None:
-    date = _date(value.year, value.month, value.day)
-    time = _time(value.hour, value.minute, value.second)
-    if date is None or time is None:
+    # One value per user and timestamp: checked and written in one go.
+    year, month, day = value.year, value.month, value.day
+    hour, minute, second = value.hour, value.minute, value.second
+    if not (
+        type(year) is int
+        and type(month) is int
+        and type(day) is int
+        and type(hour) is int
+        and type(minute) is int
+        and type(second) is int
+        and 1 <= year <= 9999
+        and 1 <= month <= 12
+        and 1 <= day <= 31
+        and 0 <= hour <= 23
+        and 0 <= minute <= 59
+        and 0 <= second <= 60
+    ):
         return None
-    return f"{date[:-1]}, {time[1:]}"
+    return (
+        f'{{"year": {year}, "month": {month}, "day": {day}, '
+        f'"hour": {hour}, "minute": {minute}, "second": {second}}}'
+    )
 
 
 def _date(year: object, month: object, day: object) -> str | None:
