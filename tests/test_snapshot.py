@@ -1,4 +1,5 @@
 import json
+import sys
 import zlib
 from collections.abc import Iterator
 
@@ -22,13 +23,19 @@ from elimity_insights_client._elimity_insights_client import (  # reference enco
 )
 
 from elimity_scim.connector.contract import Item
-from elimity_scim.connector.delivery import split_items
+from elimity_scim.connector.delivery import (
+    InsightsTarget,
+    _compressor,
+    push_snapshot,
+    split_items,
+)
 from elimity_scim.connector.errors import SnapshotError
 from elimity_scim.connector.snapshot import (
     SnapshotValidator,
     encode_snapshot,
     validated,
 )
+from tests.support.fake_insights import FakeInsights
 
 MODEL = {
     "entityTypes": [
@@ -115,6 +122,27 @@ def test_encoding_equals_the_clients_text(count: int) -> None:
     ours = "".join(chunks)
     assert ours == _client_text(items)
     assert json.loads(ours) == json.loads(_client_text(items))
+
+
+@pytest.mark.parametrize("compressor", ["isal", "zlib"])
+def test_pushed_body_is_the_clients_text(
+    compressor: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The upload is the client's exact JSON text in a zlib stream (RFC 1950),
+    # whether ISA-L or zlib (where no isal wheel exists) compresses it.
+    if compressor == "zlib":
+        monkeypatch.setitem(sys.modules, "isal", None)  # import fails
+    expected_module = "isal" if compressor == "isal" else "zlib"
+    assert type(_compressor()).__module__.startswith(expected_module)
+    items = _items()
+    with FakeInsights(token="t", data_model=MODEL) as fake:
+        target = InsightsTarget(url=fake.url, source_id=fake.source_id, token="t")
+        size = push_snapshot(target, iter(items), SnapshotValidator(MODEL), timeout=10)
+        [body] = fake.bodies
+    assert size == len(body)
+    text = zlib.decompress(body).decode("ascii")
+    assert text == _client_text(items)
+    assert json.loads(text) == json.loads(_client_text(items))
 
 
 def test_many_entities_cross_batches() -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 import requests
 from elimity_insights_client import (
@@ -31,6 +31,26 @@ from elimity_scim.connector.http import transport_reason, without_query
 from elimity_scim.connector.snapshot import SnapshotValidator, encode_snapshot
 
 logger = logging.getLogger(__name__)
+
+
+class _Compressor(Protocol):
+    def compress(self, data: bytes, /) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+def _compressor() -> _Compressor:
+    # The body is a zlib stream (RFC 1950) whatever compresses it. ISA-L's level 1
+    # takes a fifth of the CPU of zlib's level 1 for slightly fewer bytes (measured
+    # on a 557 MB snapshot: 0.4 s against 2.2 s); zlib's level 1 is the fallback
+    # where no isal wheel exists, at half the CPU of zlib's default level.
+    try:
+        from isal import isal_zlib  # optional: not every platform has a wheel
+    except ImportError:
+        return zlib.compressobj(1)
+    return isal_zlib.compressobj(1)
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -69,9 +89,7 @@ def push_snapshot(
     error while reading sends nothing. Returns the size of the compressed body.
     """
     with tempfile.TemporaryFile() as spool:
-        # Level 1: half the CPU of the default level for about 15 % more bytes; the
-        # body is a zlib stream (RFC 1950) either way.
-        compressor = zlib.compressobj(1)
+        compressor = _compressor()
 
         def write(text: str) -> None:
             spool.write(compressor.compress(text.encode("ascii")))

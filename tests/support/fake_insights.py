@@ -475,6 +475,8 @@ class FakeInsights(BackgroundServer):
         self.strict = strict
         self.snapshots: list[dict[str, Any]] = []
         """Every accepted snapshot, in arrival order."""
+        self.bodies: list[bytes] = []
+        """The request body of every accepted snapshot, as sent (compressed)."""
         self.logs: list[list[dict[str, Any]]] = []
         """Every accepted batch of connector logs, in arrival order."""
         self.rejections: list[str] = []
@@ -548,6 +550,7 @@ class FakeInsights(BackgroundServer):
         )
         with self._lock:
             self.snapshots.append(snapshot)
+            self.bodies.append(body)
 
     def _logs(self, content_type: str | None, body: bytes) -> None:
         _content_type(content_type, "application/json")
