@@ -88,3 +88,36 @@ def test_any_resource_maps_to_valid_entities(
     for relationship in memberships.relationships(effective=True):
         validator.relationship(relationship)
     assert validator.counts.entities == {"user": 1, "group": 1}
+
+
+def _respelled(value: object, upper: bool) -> object:
+    # Every attribute name in one case, nested levels included.
+    if isinstance(value, dict):
+        return {
+            (key.upper() if upper else key.lower()): _respelled(item, upper)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_respelled(item, upper) for item in value]
+    return value
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(resource=RESOURCES)
+def test_mapping_does_not_depend_on_the_case_of_names(
+    resource: dict[str, object],
+) -> None:
+    # The mapping reads RFC-spelled names as they are and respells the others: the
+    # entity must come out the same whatever case the server used (RFC 7643 §2.1).
+    # Two names that differ only in case collapse to one, as lowering would.
+    lower = _respelled(resource, upper=False)
+    upper = _respelled(resource, upper=True)
+    assert isinstance(lower, dict)
+    assert isinstance(upper, dict)
+    expected = user_entity("u1", lower, Warnings())
+    assert user_entity("u1", upper, Warnings()) == expected
+    assert group_entity("g1", upper, 2, Warnings()) == group_entity(
+        "g1", lower, 2, Warnings()
+    )
+    if len({key.lower() for key in resource}) == len(resource):
+        assert user_entity("u1", resource, Warnings()) == expected
