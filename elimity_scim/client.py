@@ -534,8 +534,13 @@ class ScimClient:
         # of entries without ids is malformed, not a sign of broken paging.
         fresh = []
         identified = 0
+        seen = listing.seen
+        # A page that cannot reach maxResources needs no check per entry.
+        capped = (
+            len(seen) + listing.skipped + len(entries) > self.settings.max_resources
+        )
         for resource in entries:
-            if len(listing.seen) + listing.skipped >= self.settings.max_resources:
+            if capped and len(seen) + listing.skipped >= self.settings.max_resources:
                 msg = (
                     f"{self.url(endpoint)} lists more than maxResources "
                     f"({self.settings.max_resources}) resources; raise the setting if "
@@ -550,9 +555,9 @@ class ScimClient:
                 self._skip(listing, f"{endpoint} without an id")
                 continue
             identified += 1
-            if resource_id in listing.seen:
+            if resource_id in seen:
                 continue
-            listing.seen.add(resource_id)
+            seen.add(resource_id)
             fresh.append(resource)
         return fresh, identified
 

@@ -169,13 +169,16 @@ def encode_snapshot(
     in_entities = True
     batch: list[str] = []
     first = True
+    entity, relationship = validator.entity, validator.relationship
     for item in items:
-        is_entity = isinstance(item, Entity)
-        if in_entities and not is_entity:
-            first = _flush(batch, write, first=first)
-            write('], "relationships": [')
-            in_entities, first = False, True
-        batch.append(validator.item(item))
+        if isinstance(item, Entity):
+            batch.append(entity(item))
+        else:
+            if in_entities:
+                first = _flush(batch, write, first=first)
+                write('], "relationships": [')
+                in_entities, first = False, True
+            batch.append(relationship(item))
         if len(batch) >= _BATCH:
             first = _flush(batch, write, first=first)
     _flush(batch, write, first=first)
