@@ -15,6 +15,7 @@ from elimity_scim.client import (
     ClientSettings,
     JsonObject,
     Paging,
+    Params,
     RequestStats,
     ScimClient,
     resource_id_of,
@@ -23,7 +24,13 @@ from elimity_scim.connector.errors import ConfigurationError
 from elimity_scim.connector.http import is_loopback
 from elimity_scim.diagnostics import Warnings
 from elimity_scim.errors import ScimAuthError, ScimConnectorError, ScimRequestError
-from elimity_scim.mapping import group_entity, lowered, lowered_get, user_entity
+from elimity_scim.mapping import (
+    ENTERPRISE_USER,
+    group_entity,
+    lowered,
+    lowered_get,
+    user_entity,
+)
 from elimity_scim.membership import Memberships
 from elimity_scim.strategies import (
     STRATEGIES,
@@ -35,6 +42,44 @@ from elimity_scim.strategies import (
 logger = logging.getLogger(__name__)
 
 _EXCLUDE_MEMBERS = {"excludedAttributes": "members"}
+# Every user attribute that mapping.user_entity and _note_user_groups read; "id" is
+# returned whatever is asked (RFC 7643 §3.1: returned "always").
+USER_ATTRIBUTES = ",".join(
+    (
+        "userName",
+        "displayName",
+        "name",
+        "title",
+        "userType",
+        "externalId",
+        "preferredLanguage",
+        "locale",
+        "timezone",
+        "active",
+        "emails",
+        "groups",
+        "meta",
+        *(
+            f"{ENTERPRISE_USER}:{name}"
+            for name in (
+                "employeeNumber",
+                "costCenter",
+                "organization",
+                "division",
+                "department",
+                "manager",
+            )
+        ),
+    )
+)
+# Answers to a narrowed request that mean the server does not take attributes=.
+_REFUSALS = (400, 403, 404, 501)
+_ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:error"
+_NARROWED = "narrowed with attributes="
+_REFUSED = "whole users (server refused attributes=)"
+_DIFFERS = "whole users (narrowed answer differs)"
+_OFF = "whole users (requestAttributes off)"
+_NO_USER = "whole users (no user to compare)"
 # Group pages carry member lists, so how many may wait in memory depends on their
 # size: 8 MiB of response bodies (measured: a million-user import with 200
 # members per group then stays under 400 MB, while small groups keep 8 or more
@@ -50,6 +95,7 @@ class _Run:
     memberships: Memberships
     warnings: Warnings
     strategy: str
+    request_attributes: bool
     keyless: list[str] = field(default_factory=list)
 
 
@@ -92,6 +138,7 @@ class ScimSource:
                 Memberships(warnings),
                 warnings,
                 str(options["membershipStrategy"]),
+                options["requestAttributes"] is True,
             )
             yield from _read(run)
         finally:
@@ -103,7 +150,12 @@ class ScimSource:
         warnings = Warnings()
         client = _client(options, warnings)
         try:
-            yield from _check(client, str(options["membershipStrategy"]), warnings)
+            yield from _check(
+                client,
+                str(options["membershipStrategy"]),
+                warnings,
+                request_attributes=options["requestAttributes"] is True,
+            )
         finally:
             client.close()
 
@@ -121,22 +173,114 @@ def _read(run: _Run) -> Iterator[Entity | Relationship]:
 
 
 def _users(run: _Run) -> Iterator[Entity]:
-    # TODO: ask only for the attributes the mapping reads (RFC 7644 §3.4.2.5
-    # attributes=…) on servers that honour it, to cut bytes and parse time; not
-    # done yet because servers that reject the parameter need a fallback first.
+    params, _ = _user_params(run.client, run.paging, enabled=run.request_attributes)
     # The listing numbers each new user in the memberships as it de-duplicates.
     seen = run.memberships.users_seen
-    for resource in run.client.iter_resources("Users", run.paging, seen=seen):
+    users = run.client.iter_resources("Users", run.paging, params, seen=seen)
+    for resource in users:
         user_id = resource_id_of(resource)
         if user_id is None:
             continue
-        groups = resource.get("groups")
-        if groups is None and "userName" not in resource:
-            # Attribute names in another case (RFC 7643 §2.1): look harder.
-            groups = lowered_get(resource, "groups")
-        _note_user_groups(run, user_id, groups)
+        _note_user_groups(run, user_id, _user_groups(resource))
         yield user_entity(user_id, resource, run.warnings)
     logger.info("Read %d users", len(run.memberships.user_ids))
+
+
+def _user_params(
+    client: ScimClient, paging: Paging, *, enabled: bool
+) -> tuple[Params | None, str]:
+    # Returns the listing's extra query and the outcome for `check`. RFC 7644
+    # §3.4.2.5 lets a server ignore attributes=, refuse it or answer with less than
+    # asked, so the first user is read twice, whole and narrowed, and the parameter
+    # is used only when both map to the same entity and groups. This probe costs
+    # two small requests (one resource each) before the listing.
+    if not enabled:
+        return None, _OFF
+    query: dict[str, str | int] = (
+        # As the listing starts (client.py): RFC 9865 §2 begins with an empty
+        # cursor and never sends startIndex with it.
+        {"cursor": "", "count": 1}
+        if paging.mode == "cursor"
+        else {"startIndex": 1, "count": 1}
+    )
+    # The listing's own first request, for one user: what fails here would fail the
+    # listing too, so its errors are the listing's (retried, then fatal), and a
+    # server that is down is not asked twice as long.
+    whole = _first_user(client.get("Users", query))
+    if whole is None:
+        logger.info("Reading whole users: there is no user to compare")
+        return None, _NO_USER
+
+    narrowed_query = {**query, "attributes": USER_ATTRIBUTES}
+    try:
+        body = client.get("Users", narrowed_query, end_statuses=_REFUSALS)
+    except ScimConnectorError as exc:
+        if isinstance(exc, ScimAuthError) and exc.status == 401:
+            raise
+        logger.info("Reading whole users: the server refused attributes= (%s)", exc)
+        return None, _REFUSED
+    if body is None or _is_scim_error(body):
+        logger.info("Reading whole users: the server refused attributes=")
+        return None, _REFUSED
+
+    differences = _differences(whole, _first_user(body))
+    if differences:
+        logger.warning(
+            "The server's answer with attributes= differs from the whole user %s "
+            "(%s); reading whole users",
+            whole[0],
+            ", ".join(differences),
+        )
+        return None, _DIFFERS
+    logger.info("Listing users with only the attributes the import maps")
+    return {"attributes": USER_ATTRIBUTES}, _NARROWED
+
+
+def _first_user(body: JsonObject | None) -> tuple[str, JsonObject] | None:
+    for resource in _resources(body):
+        user_id = resource_id_of(resource)
+        if user_id is not None:
+            return user_id, resource
+    return None
+
+
+def _is_scim_error(body: JsonObject) -> bool:
+    # A body in the Error schema (RFC 7644 §3.12) is a refusal, whatever the status.
+    schemas = lowered_get(body, "schemas")
+    return isinstance(schemas, list) and any(
+        isinstance(s, str) and s.lower() == _ERROR_SCHEMA for s in schemas
+    )
+
+
+def _differences(
+    whole: tuple[str, JsonObject], narrowed: tuple[str, JsonObject] | None
+) -> list[str]:
+    # Names only, never values: user attributes are personal data.
+    if narrowed is None:
+        return ["no user"]
+    if narrowed[0] != whole[0]:
+        return ["another user"]
+    entities = [
+        user_entity(whole[0], user, Warnings()) for _, user in (whole, narrowed)
+    ]
+    found = []
+    if entities[0] != entities[1]:
+        pairs = [
+            {(a.attribute_type_id, repr(a.value)) for a in e.attribute_assignments}
+            for e in entities
+        ]
+        found = sorted({name for name, _ in pairs[0] ^ pairs[1]}) or ["name"]
+    if _user_groups(whole[1]) != _user_groups(narrowed[1]):
+        found.append("groups")
+    return found
+
+
+def _user_groups(resource: JsonObject) -> object:
+    groups = resource.get("groups")
+    if groups is None and "userName" not in resource:
+        # Attribute names in another case (RFC 7643 §2.1): look harder.
+        groups = lowered_get(resource, "groups")
+    return groups
 
 
 def _note_user_groups(run: _Run, user_id: str, groups: object) -> None:
@@ -246,7 +390,9 @@ def _overload(exc: ScimRequestError) -> bool:
     )
 
 
-def _check(client: ScimClient, strategy: str, warnings: Warnings) -> Iterator[str]:
+def _check(
+    client: ScimClient, strategy: str, warnings: Warnings, *, request_attributes: bool
+) -> Iterator[str]:
     config = client.service_provider_config()
     discovery = []
     for endpoint in ("ServiceProviderConfig", "ResourceTypes", "Schemas"):
@@ -263,6 +409,8 @@ def _check(client: ScimClient, strategy: str, warnings: Warnings) -> Iterator[st
         f"paging: {paging.mode} mode, page size {paging.page_size} "
         f"(cursor paging {cursor})"
     )
+    _, attributes = _user_params(client, paging, enabled=request_attributes)
+    yield f"user attributes: {attributes}"
     groups_page = client.get("Groups", {"startIndex": 1, "count": paging.page_size})
     resources = _resources(groups_page)
     carry = sum(1 for r in resources if isinstance(lowered(r).get("members"), list))

@@ -555,13 +555,20 @@ def unseeable_faults(schedule: Schedule, fake: FakeScim) -> list[str]:
 
     Only with concurrency 1 is every answer read: concurrent windows past the end
     of a listing may be dropped unread. Filter probes may fail quietly, the
-    ServiceProviderConfig is optional, and a page cut short might have been a
-    400 or 404 that ends a listing.
+    ServiceProviderConfig is optional, a page cut short might have been a
+    400 or 404 that ends a listing, and the probe of ``attributes=`` (the first
+    request that carries it) falls back to whole users when it fails.
     """
     if schedule.concurrency != 1:
         return []
+    probe = next(
+        (r for r in fake.requests if r.path == "/Users" and "attributes" in r.query),
+        None,
+    )
     found = []
     for request, fault in fake.applied:
+        if request is probe:
+            continue
         kind = getattr(fault, "kind", "?")
         if kind == "cut" and schedule.knobs["beyond_end_status"] is not None:
             continue

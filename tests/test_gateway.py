@@ -585,7 +585,9 @@ def test_scim_failure_mid_read_sends_an_alert_and_an_error(
 ) -> None:
     directory = example_directory(users=12, groups=3, seed=3)
     server = make_scim2_server(directory, bearer_tokens=[BEARER_TOKEN])
-    server.break_after("Users", 2)
+    # Two requests probe attributes= (whole, then narrowed), then the listing's
+    # first page streams before the break.
+    server.break_after("Users", 4)
     app = create_app(
         ScimSource(),
         config(jwt_settings(keys), page_size="5", retry_attempts="1"),

@@ -18,7 +18,8 @@ The *true* memberships are the ``members`` of the group dicts as given; the knob
 ``list_members`` and ``get_members`` only change what the server shows.
 
 `read_fake` runs the real ``ScimSource().read`` against a fake with fast retry
-settings and returns a `Reading` (entity ids, membership triples, attributes).
+settings and without the ``attributes`` probe (``requestAttributes=true`` turns it
+on) and returns a `Reading` (entity ids, membership triples, attributes).
 """
 
 from __future__ import annotations
@@ -330,6 +331,11 @@ class FakeScim(BackgroundServer):
         self.filter_groups_by_member = True
         """Answer ``members.value eq`` on /Groups (else 400 invalidFilter)."""
 
+        # -- Attributes (RFC 7644 §3.4.2.5) --
+        self.narrowed_drops: frozenset[str] = frozenset()
+        """Attribute names (any case) left out of listed resources whenever
+        ``attributes`` is sent, even when asked for: a server that narrows wrongly."""
+
         # -- Transport --
         self.content_type = "application/scim+json"
         self.bearer_token: str | None = None
@@ -526,6 +532,9 @@ class FakeScim(BackgroundServer):
             for r in items
         ]
         shown = [_projected(r, lowered) for r in shown]
+        if "attributes" in lowered and self.narrowed_drops:
+            drops = {name.lower() for name in self.narrowed_drops}
+            shown = [_without(r, drops) for r in shown]
         if "cursor" in lowered:
             return self._cursor_page(shown, lowered)
         if self.cursor_only:
@@ -848,9 +857,49 @@ def _projected(resource: Resource, query: Mapping[str, str]) -> Resource:
     attributes = _names(query.get("attributes"))
     excluded = _names(query.get("excludedattributes")) - {"id"}
     if attributes:
-        keep = attributes | {"id", "schemas"}
-        return {k: v for k, v in resource.items() if k.lower() in keep}
+        return _kept(resource, attributes | {"id", "schemas"})
     return {k: v for k, v in resource.items() if k.lower() not in excluded}
+
+
+def _kept(resource: Resource, names: set[str]) -> Resource:
+    # RFC 7644 §3.10: "name.givenName" names a sub-attribute, and
+    # "<schema URN>:<attribute>" an attribute of that schema, e.g. of an extension.
+    whole: set[str] = set()
+    parts: dict[str, set[str]] = {}
+    extensions = [k.lower() for k in resource if k.lower().startswith("urn:")]
+    for name in names:
+        schema = next((e for e in extensions if name.startswith(e + ":")), None)
+        if schema is not None:
+            parts.setdefault(schema, set()).add(name[len(schema) + 1 :])
+            continue
+        if name in extensions:
+            whole.add(name)
+            continue
+        if name.startswith("urn:"):
+            name = name.rpartition(":")[2]  # a core attribute, fully qualified
+        top, _, sub = name.partition(".")
+        if sub:
+            parts.setdefault(top, set()).add(sub)
+        else:
+            whole.add(top)
+    kept: Resource = {}
+    for key, value in resource.items():
+        lowered = key.lower()
+        if lowered in whole:
+            kept[key] = value
+        elif lowered in parts and isinstance(value, dict):
+            kept[key] = _kept(value, parts[lowered])
+        elif lowered in parts and isinstance(value, list):
+            kept[key] = [
+                _kept(v, parts[lowered]) if isinstance(v, dict) else v for v in value
+            ]
+    return kept
+
+
+def _without(resource: Resource, names: set[str]) -> Resource:
+    if not isinstance(resource, dict):
+        return resource
+    return {k: v for k, v in resource.items() if k.lower() not in names}
 
 
 def _objects(pool: Iterable[object]) -> list[Resource]:
@@ -885,7 +934,14 @@ def _size(requested: int | None, cap: int | None, total: int) -> int:
 
 Triple = tuple[str, str, str | None]
 
-TEST_OVERRIDES = ("retryBackoffMs=0", "retryAfterMax=5", "requestTimeout=2")
+# requestAttributes=false: the paging and error tests count and schedule the
+# listing's own requests; tests of the attributes probe pass requestAttributes=true.
+TEST_OVERRIDES = (
+    "retryBackoffMs=0",
+    "retryAfterMax=5",
+    "requestTimeout=2",
+    "requestAttributes=false",
+)
 
 
 @dataclass(frozen=True)
