@@ -39,7 +39,7 @@ class ScimRequestError(ScimConnectorError):
     def from_response(
         cls,
         response: requests.Response,
-        body: bytes,
+        body: bytes | bytearray,
         *,
         hint: str = "",
         secrets: tuple[str, ...] = (),
@@ -73,7 +73,7 @@ class ScimPagingError(ScimConnectorError):
     """A listing cannot be read completely, e.g. because paging is broken."""
 
 
-def error_detail(body: bytes, content_type: str) -> str | None:
+def error_detail(body: bytes | bytearray, content_type: str) -> str | None:
     """Return one readable line of reason from an error body of any common shape."""
     text = body[:65536].decode("utf-8", errors="replace").strip()
     if not text:

@@ -39,18 +39,14 @@ class UserIds(dict[str, int]):
     """The listed users' ids, each with its number; ``add`` numbers a new one.
 
     A dict, so that a listing de-duplicating with it (``in``, ``len``) runs at C
-    speed; the ids in number order are kept beside it in ``ids``.
+    speed. Numbers follow insertion order, so the ids in number order are the
+    dict's keys in order: no second list of them is kept while reading.
     """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ids: list[str] = []
 
     def add(self, item: str) -> None:
         """Number a user not seen before."""
         if item not in self:
-            self[item] = len(self.ids)
-            self.ids.append(item)
+            self[item] = len(self)
 
 
 class Memberships:
@@ -59,7 +55,6 @@ class Memberships:
     def __init__(self, warnings: Warnings) -> None:
         self.warnings = warnings
         self.user_index = UserIds()
-        self.user_ids = self.user_index.ids
         self.group_ids: list[str] = []
         self.group_index: dict[str, int] = {}
         self.listed_groups: list[int] = []
@@ -74,6 +69,10 @@ class Memberships:
     def users_seen(self) -> UserIds:
         """The user ids, for a listing to de-duplicate with and number users."""
         return self.user_index
+
+    def user_id_list(self) -> list[str]:
+        """Return the user ids in number order (a new list: 8 bytes a user)."""
+        return list(self.user_index)
 
     def add_user(self, user_id: str) -> int:
         """Number a user that the server listed."""
@@ -185,11 +184,11 @@ class Memberships:
         self._resolve()
         user_groups = self._user_groups()
         ancestors = self._ancestors() if effective else {}
-        for user, direct in user_groups:
+        # The ids in number order are the index's keys: no list of them is built.
+        for user_id, (user, direct) in zip(self.user_index, user_groups, strict=True):
             declared = self._declared_indirect.get(user)
             if not direct and not declared:
                 continue
-            user_id = self.user_ids[user]
             for group in direct:
                 yield membership(user_id, USER, self.group_ids[group], DIRECT)
             indirect = _indirect(direct, ancestors)
@@ -241,8 +240,9 @@ class Memberships:
             return
         self._resolved = True
         dangling: list[str] = []
+        # user number -> id, for the users whose id is also a listed group's
         ambiguous = {
-            self.user_index[self.group_ids[g]]
+            self.user_index[self.group_ids[g]]: self.group_ids[g]
             for g in self.listed_groups
             if self.group_ids[g] in self.user_index
         }
@@ -261,13 +261,14 @@ class Memberships:
         for reference in dangling:
             self.warnings.add(_DANGLING, reference)
 
-    def _resolve_untyped(self, group: _Group, ambiguous: set[int]) -> None:
+    def _resolve_untyped(self, group: _Group, ambiguous: Mapping[int, str]) -> None:
         for user in group.untyped_users:
-            if user in ambiguous:
+            shared_id = ambiguous.get(user)
+            if shared_id is not None:
                 # The issue's rule: an untyped value that is a known group id is a
                 # group, even when a user has the same id.
-                self.warnings.add(_AMBIGUOUS, self.user_ids[user])
-                group.groups.append(self.group_index[self.user_ids[user]])
+                self.warnings.add(_AMBIGUOUS, shared_id)
+                group.groups.append(self.group_index[shared_id])
             else:
                 group.users.append(user)
         group.untyped_users = array("I")
@@ -290,28 +291,35 @@ class Memberships:
         return False
 
     def _user_groups(self) -> Iterator[tuple[int, list[int]]]:
-        # Inverts group → users into user → groups in two flat arrays (offsets and
-        # group numbers) rather than a list per user: a few bytes per membership.
-        users = len(self.user_ids)
-        offsets = array("Q", bytes(8 * (users + 1)))
+        # Inverts group → users into user → groups in two flat arrays (where each
+        # user's groups end, and group numbers) rather than a list per user: a few
+        # bytes per membership. The ends array first counts, then serves as the
+        # fill position, and ends up holding each user's end.
+        users = len(self.user_index)
         groups = [self._groups.get(index) for index in self.listed_groups]
+        total = sum(len(group.users) for group in groups if group)
+        code = "I" if total < 2**32 else "Q"
+        ends = array(code, bytes(array(code).itemsize * (users + 1)))
         for group in groups:
             for user in group.users if group else ():
-                offsets[user + 1] += 1
+                ends[user + 1] += 1
         for user in range(users):
-            offsets[user + 1] += offsets[user]
-        flat = array("I", bytes(4 * offsets[users]))
-        fill = array("Q", offsets)
+            ends[user + 1] += ends[user]
+        flat = array("I", bytes(4 * total))
         for index, group in zip(self.listed_groups, groups, strict=True):
             for user in group.users if group else ():
-                flat[fill[user]] = index
-                fill[user] += 1
+                flat[ends[user]] = index
+                ends[user] += 1
+        # ends[user] is now where the user's groups end; ends[user - 1] where they
+        # start (each user's count moved ends[user] from the one to the other).
+        start = 0
         for user in range(users):
-            start, end = offsets[user], offsets[user + 1]
+            end = ends[user]
             if end - start > 1:
                 yield user, sorted(set(flat[start:end]))
             else:
                 yield user, list(flat[start:end])
+            start = end
 
     def _ancestors(self) -> dict[int, frozenset[int]]:
         parents: dict[int, list[int]] = {}

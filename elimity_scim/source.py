@@ -183,7 +183,7 @@ def _users(run: _Run) -> Iterator[Entity]:
             continue
         _note_user_groups(run, user_id, _user_groups(resource))
         yield user_entity(user_id, resource, run.warnings)
-    logger.info("Read %d users", len(run.memberships.user_ids))
+    logger.info("Read %d users", len(run.memberships.user_index))
 
 
 def _user_params(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from itertools import islice
 from urllib.parse import quote
 
 from elimity_scim.client import JsonObject, Paging, ScimClient, resource_id_of
@@ -47,7 +48,7 @@ def detect_strategy(
             client, paging, "Users", f"groups.value eq {_quoted(group_id)}"
         ):
             return "filter", "only filter queries on users' groups find members"
-    for user_id in memberships.user_ids[:_PROBES]:
+    for user_id in islice(memberships.user_index, _PROBES):
         if _filter_finds(
             client, paging, "Groups", f"members.value eq {_quoted(user_id)}"
         ):
@@ -138,7 +139,7 @@ def _by_filter(
         query = f"members.value eq {_quoted(user_id)}"
         return user_id, _filtered(client, paging, "Groups", query)
 
-    for user_id, groups in client.map_ordered(groups_of, list(memberships.user_ids)):
+    for user_id, groups in client.map_ordered(groups_of, memberships.user_id_list()):
         for group_id in groups:
             if group_id in listed:
                 memberships.add_member(group_id, {"value": user_id, "type": "User"})
