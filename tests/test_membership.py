@@ -123,3 +123,25 @@ def test_duplicate_members_count_once() -> None:
         ("user:u1", "g1", "direct")
     ]
     assert memberships.member_count("g1") == 1
+
+
+def test_untyped_member_whose_id_is_a_user_and_a_group_is_the_group() -> None:
+    # Users are numbered by their index's order; the ambiguous one ("7") is in the
+    # middle, so a wrong number-to-id lookup would name another user.
+    warnings = Warnings()
+    memberships = Memberships(warnings)
+    for user in ("u0", "7", "u2"):
+        memberships.add_user(user)
+    memberships.add_group("7")
+    memberships.add_group("g")
+    memberships.add_members("g", [{"value": "7"}, {"value": "u2"}, {"value": "u0"}])
+
+    assert sorted(_rows(list(memberships.relationships(effective=True)))) == [
+        ("group:7", "g", None),
+        ("user:u0", "g", "direct"),
+        ("user:u2", "g", "direct"),
+    ]
+    assert memberships.member_count("g") == 3
+    [line] = warnings.lines()
+    assert "matching both a user and a group id" in line
+    assert "7" in line
