@@ -32,6 +32,25 @@ from elimity_scim.errors import (
 
 logger = logging.getLogger(__name__)
 
+
+class _WithoutQueryStrings(logging.Filter):
+    """Drops query strings from urllib3's log lines.
+
+    urllib3 logs each retry with the request's path and query (attribute lists,
+    filters with ids); this connector names URLs without their query everywhere.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                arg.partition("?")[0] if isinstance(arg, str) else arg
+                for arg in record.args
+            )
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_WithoutQueryStrings())
+
 JsonObject = dict[str, object]
 Params = Mapping[str, str | int]
 # A response body as read: a bytearray, which both JSON parsers take without a copy.

@@ -190,6 +190,11 @@ def user_entity(user_id: str, user: JsonObject, warnings: Warnings) -> Entity:
     return Entity(assignments, user_id, name, USER)
 
 
+def user_groups(user: JsonObject) -> object:
+    """Return a user's ``groups`` attribute (RFC 7643 §4.1.2), whatever its case."""
+    return _USER.view(user).get("groups")
+
+
 def group_entity(
     group_id: str, group: JsonObject, member_count: int | None, warnings: Warnings
 ) -> Entity:

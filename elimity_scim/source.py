@@ -30,6 +30,7 @@ from elimity_scim.mapping import (
     lowered,
     lowered_get,
     user_entity,
+    user_groups,
 )
 from elimity_scim.membership import Memberships
 from elimity_scim.strategies import (
@@ -73,7 +74,8 @@ USER_ATTRIBUTES = ",".join(
     )
 )
 # Answers to a narrowed request that mean the server does not take attributes=.
-_REFUSALS = (400, 403, 404, 501)
+_REFUSALS = (400, 401, 403, 404, 501)
+_PROBE_USERS = 50
 _ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:error"
 _NARROWED = "narrowed with attributes="
 _REFUSED = "whole users (server refused attributes=)"
@@ -181,7 +183,7 @@ def _users(run: _Run) -> Iterator[Entity]:
         user_id = resource_id_of(resource)
         if user_id is None:
             continue
-        _note_user_groups(run, user_id, _user_groups(resource))
+        _note_user_groups(run.memberships, user_id, user_groups(resource))
         yield user_entity(user_id, resource, run.warnings)
     logger.info("Read %d users", len(run.memberships.user_index))
 
@@ -191,23 +193,20 @@ def _user_params(
 ) -> tuple[Params | None, str]:
     # Returns the listing's extra query and the outcome for `check`. RFC 7644
     # §3.4.2.5 lets a server ignore attributes=, refuse it or answer with less than
-    # asked, so the first user is read twice, whole and narrowed, and the parameter
-    # is used only when both map to the same entity and groups. This probe costs
-    # two small requests (one resource each) before the listing.
+    # asked, so the first users are read twice, whole and narrowed, and the
+    # parameter is used only when every one of them maps to the same entity and
+    # groups both ways. A sample rather than one user: the first user is often an
+    # admin or a service account without a manager or the enterprise extension,
+    # which would leave those attributes untested. The probe costs two requests of
+    # up to _PROBE_USERS users before the listing.
     if not enabled:
         return None, _OFF
-    query: dict[str, str | int] = (
-        # As the listing starts (client.py): RFC 9865 §2 begins with an empty
-        # cursor and never sends startIndex with it.
-        {"cursor": "", "count": 1}
-        if paging.mode == "cursor"
-        else {"startIndex": 1, "count": 1}
-    )
-    # The listing's own first request, for one user: what fails here would fail the
-    # listing too, so its errors are the listing's (retried, then fatal), and a
+    query = _first_page(paging, min(paging.page_size, _PROBE_USERS))
+    # The listing's own first request, for a few users: what fails here would fail
+    # the listing too, so its errors are the listing's (retried, then fatal), and a
     # server that is down is not asked twice as long.
-    whole = _first_user(client.get("Users", query))
-    if whole is None:
+    whole = _users_by_id(client.get("Users", query))
+    if not whole:
         logger.info("Reading whole users: there is no user to compare")
         return None, _NO_USER
 
@@ -215,33 +214,47 @@ def _user_params(
     try:
         body = client.get("Users", narrowed_query, end_statuses=_REFUSALS)
     except ScimConnectorError as exc:
-        if isinstance(exc, ScimAuthError) and exc.status == 401:
-            raise
+        # A 401 here, just after the same credentials were accepted, is this
+        # server's way of refusing the parameter, not a credentials problem.
         logger.info("Reading whole users: the server refused attributes= (%s)", exc)
         return None, _REFUSED
     if body is None or _is_scim_error(body):
         logger.info("Reading whole users: the server refused attributes=")
         return None, _REFUSED
 
-    differences = _differences(whole, _first_user(body))
-    if differences:
-        logger.warning(
-            "The server's answer with attributes= differs from the whole user %s "
-            "(%s); reading whole users",
-            whole[0],
-            ", ".join(differences),
-        )
-        return None, _DIFFERS
-    logger.info("Listing users with only the attributes the import maps")
+    narrowed = _users_by_id(body)
+    for user_id, resource in whole.items():
+        differences = _differences(user_id, resource, narrowed.get(user_id))
+        if differences:
+            logger.warning(
+                "The server's answer with attributes= differs from the whole user "
+                "%s (%s); reading whole users",
+                user_id,
+                ", ".join(differences),
+            )
+            return None, _DIFFERS
+    logger.info(
+        "Listing users with only the attributes the import maps (checked on %d)",
+        len(whole),
+    )
     return {"attributes": USER_ATTRIBUTES}, _NARROWED
 
 
-def _first_user(body: JsonObject | None) -> tuple[str, JsonObject] | None:
+def _first_page(paging: Paging, count: int) -> dict[str, str | int]:
+    # As a listing starts (client.py): RFC 9865 §2 begins with an empty cursor and
+    # never sends startIndex with it.
+    if paging.mode == "cursor":
+        return {"cursor": "", "count": count}
+    return {"startIndex": 1, "count": count}
+
+
+def _users_by_id(body: JsonObject | None) -> dict[str, JsonObject]:
+    found: dict[str, JsonObject] = {}
     for resource in _resources(body):
         user_id = resource_id_of(resource)
         if user_id is not None:
-            return user_id, resource
-    return None
+            found.setdefault(user_id, resource)
+    return found
 
 
 def _is_scim_error(body: JsonObject) -> bool:
@@ -253,16 +266,12 @@ def _is_scim_error(body: JsonObject) -> bool:
 
 
 def _differences(
-    whole: tuple[str, JsonObject], narrowed: tuple[str, JsonObject] | None
+    user_id: str, whole: JsonObject, narrowed: JsonObject | None
 ) -> list[str]:
     # Names only, never values: user attributes are personal data.
     if narrowed is None:
-        return ["no user"]
-    if narrowed[0] != whole[0]:
         return ["another user"]
-    entities = [
-        user_entity(whole[0], user, Warnings()) for _, user in (whole, narrowed)
-    ]
+    entities = [user_entity(user_id, user, Warnings()) for user in (whole, narrowed)]
     found = []
     if entities[0] != entities[1]:
         pairs = [
@@ -270,20 +279,12 @@ def _differences(
             for e in entities
         ]
         found = sorted({name for name, _ in pairs[0] ^ pairs[1]}) or ["name"]
-    if _user_groups(whole[1]) != _user_groups(narrowed[1]):
+    if user_groups(whole) != user_groups(narrowed):
         found.append("groups")
     return found
 
 
-def _user_groups(resource: JsonObject) -> object:
-    groups = resource.get("groups")
-    if groups is None and "userName" not in resource:
-        # Attribute names in another case (RFC 7643 §2.1): look harder.
-        groups = lowered_get(resource, "groups")
-    return groups
-
-
-def _note_user_groups(run: _Run, user_id: str, groups: object) -> None:
+def _note_user_groups(memberships: Memberships, user_id: str, groups: object) -> None:
     # RFC 7643 §4.1.2: a user's groups are read-only, "direct" or "indirect".
     if not isinstance(groups, list):
         return
@@ -294,7 +295,7 @@ def _note_user_groups(run: _Run, user_id: str, groups: object) -> None:
         value = entry.get("value")
         if isinstance(value, str):
             indirect = str(entry.get("type", "")).lower() == "indirect"
-            run.memberships.add_user_group(user_id, value, indirect=indirect)
+            memberships.add_user_group(user_id, value, indirect=indirect)
 
 
 def _groups(run: _Run) -> list[tuple[str, dict[str, object]]]:
@@ -401,7 +402,7 @@ def _check(
             present = _probe(client, endpoint)
         discovery.append(f"{endpoint} {'yes' if present else 'no'}")
     paging = client.paging(config)
-    users = client.get("Users", {"startIndex": 1, "count": 1})
+    users = client.get("Users", _first_page(paging, paging.page_size))
     yield f"reachable and authenticated: {client.base_url}"
     yield f"discovery endpoints: {', '.join(discovery)}"
     cursor = "supported" if paging.cursor_supported else "not advertised"
@@ -411,7 +412,7 @@ def _check(
     )
     _, attributes = _user_params(client, paging, enabled=request_attributes)
     yield f"user attributes: {attributes}"
-    groups_page = client.get("Groups", {"startIndex": 1, "count": paging.page_size})
+    groups_page = client.get("Groups", _first_page(paging, paging.page_size))
     resources = _resources(groups_page)
     carry = sum(1 for r in resources if isinstance(lowered(r).get("members"), list))
     yield f"group list carries members: {carry} of the first {len(resources)} groups"
@@ -427,6 +428,9 @@ def _check(
         user_id = resource_id_of(resource)
         if user_id is not None:
             memberships.add_user(user_id)
+            # Servers that show memberships only on users (SCIM-QUIRKS) need them
+            # noted, or detection would find none.
+            _note_user_groups(memberships, user_id, user_groups(resource))
     if strategy == "auto":
         sample = [gid for gid in (resource_id_of(r) for r in resources) if gid]
         strategy, reason = detect_strategy(client, paging, memberships, sample)

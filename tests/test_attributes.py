@@ -106,11 +106,12 @@ def _attributes_requests(fake: FakeScim) -> list[RecordedRequest]:
 
 
 def _probe_requests(fake: FakeScim) -> list[RecordedRequest]:
-    return [r for r in fake.requests_to("/Users") if r.query.get("count") == "1"]
+    # The probe reads 50 users (the default page size is 100).
+    return [r for r in fake.requests_to("/Users") if r.query.get("count") == "50"]
 
 
 def _listing_requests(fake: FakeScim) -> list[RecordedRequest]:
-    return [r for r in fake.requests_to("/Users") if r.query.get("count") != "1"]
+    return [r for r in fake.requests_to("/Users") if r.query.get("count") != "50"]
 
 
 def _refuses(status: int) -> Fault:
@@ -160,8 +161,8 @@ def test_lists_users_with_exactly_the_mapped_attributes(mode: str) -> None:
     first_page = {"cursor": ""} if mode == "cursor" else {"startIndex": "1"}
     probes = _probe_requests(narrowed)
     assert [r.query for r in probes] == [
-        {**first_page, "count": "1"},
-        {**first_page, "count": "1", "attributes": USER_ATTRIBUTES},
+        {**first_page, "count": "50"},
+        {**first_page, "count": "50", "attributes": USER_ATTRIBUTES},
     ]
     listing = _listing_requests(narrowed)
     assert len(listing) >= 3  # 7 users at 3 a page
@@ -195,7 +196,7 @@ def test_server_refusing_attributes_is_read_with_whole_users(
     # Only the probe asked (500 is retried: five attempts, all refused).
     attempts = 5 if status == 500 else 1
     assert len(_attributes_requests(fake)) == attempts
-    assert all(r.query["count"] == "1" for r in _attributes_requests(fake))
+    assert all(r.query["count"] == "50" for r in _attributes_requests(fake))
     assert all("attributes" not in r.query for r in _listing_requests(fake))
     assert _warnings(caplog) == []
     infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
@@ -258,15 +259,16 @@ def test_narrowed_answer_that_loses_data_is_not_used(
     assert all("attributes" not in r.query for r in _listing_requests(fake))
 
 
-def test_narrowed_answer_with_another_first_user_is_not_used(
+def test_narrowed_answer_without_a_sampled_user_is_not_used(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    def reorder(fake: FakeScim, request: RecordedRequest) -> None:
-        # A server whose order depends on the query: the narrowed list starts
-        # with another user.
-        fake.users.sort(key=lambda u: u["id"], reverse="attributes" in request.query)
+    everyone = list(USERS)
 
-    with FakeScim(USERS, GROUPS, on_request=reorder) as fake:
+    def hide_first(fake: FakeScim, request: RecordedRequest) -> None:
+        # A server whose narrowed answer leaves out a user the whole one has.
+        fake.users[:] = everyone[1:] if "attributes" in request.query else everyone
+
+    with FakeScim(USERS, GROUPS, on_request=hide_first) as fake:
         reading = read_fake(fake, ON)
 
     assert _warnings(caplog) == [
@@ -274,6 +276,49 @@ def test_narrowed_answer_with_another_first_user_is_not_used(
         "(another user); reading whole users"
     ]
     assert sorted(reading.users) == [f"u{n}" for n in range(1, 8)]
+    assert all("attributes" not in r.query for r in _listing_requests(fake))
+
+
+def test_narrowed_answer_in_another_order_is_used(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def reorder(fake: FakeScim, request: RecordedRequest) -> None:
+        # A server whose order depends on the query: users are matched by id.
+        fake.users.sort(key=lambda u: u["id"], reverse="attributes" in request.query)
+
+    with FakeScim(USERS, GROUPS, on_request=reorder) as fake:
+        reading = read_fake(fake, ON)
+    with FakeScim(USERS, GROUPS) as whole:
+        reference = read_fake(whole, OFF)
+
+    assert _warnings(caplog) == []
+    assert sorted(reading.users) == reference.users
+    assert reading.relationships == reference.relationships
+    assert reading.attributes == reference.attributes
+    assert all(r.query.get("attributes") for r in _listing_requests(fake))
+
+
+def test_an_attribute_the_first_user_lacks_is_still_checked(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The first user (an admin, say) has no manager and no enterprise extension; a
+    # server that drops the extension when narrowing must still be caught, by the
+    # users after it in the sample.
+    first = {k: v for k, v in USERS[0].items() if k != ENTERPRISE}
+    users = [first, *USERS[1:]]
+    with FakeScim(
+        users, GROUPS, narrowed_drops=frozenset({ENTERPRISE.lower()})
+    ) as fake:
+        reading = read_fake(fake, ON)
+
+    (warning,) = _warnings(caplog)
+    assert warning.startswith(
+        "The server's answer with attributes= differs from the whole user u2 ("
+    )
+    assert "managerId" in warning
+    assert "department" in warning
+    assert reading.attributes["u5"]["department"] == "Platform"
+    assert reading.attributes["u5"]["managerId"] == "u1"
     assert all("attributes" not in r.query for r in _listing_requests(fake))
 
 
@@ -331,10 +376,12 @@ def test_wrong_credentials_fail_on_the_probe() -> None:
     assert "authentication failed" in str(caught.value)
     # The very first request to /Users was the probe, and it failed the run.
     (request,) = fake.requests_to("/Users")
-    assert request.query == {"startIndex": "1", "count": "1"}
+    assert request.query == {"startIndex": "1", "count": "50"}
 
 
-def test_401_on_the_narrowed_probe_fails_the_run() -> None:
+def test_401_on_the_narrowed_probe_alone_is_a_refusal() -> None:
+    # The same credentials were just accepted for the whole users: a 401 to the
+    # narrowed request is this server's way of refusing the parameter.
     with FakeScim(USERS, GROUPS) as fake:
         fake.fail(
             Fault(
@@ -343,15 +390,22 @@ def test_401_on_the_narrowed_probe_fails_the_run() -> None:
                 content_type="text/plain",
                 path="/Users",
                 when=lambda request: "attributes" in request.query,
+                times=None,
             )
         )
-        with pytest.raises(ScimAuthError, match="status 401") as caught:
-            read_fake(fake, ON)
+        reading = read_fake(fake, ON)
+        lines = _check_lines(fake)
+    with FakeScim(USERS, GROUPS) as whole:
+        reference = read_fake(whole, OFF)
 
-    assert caught.value.status == 401
-    assert [r.query.get("attributes") for r in fake.requests_to("/Users")] == [
+    assert reading == reference
+    assert [r.query.get("attributes") for r in fake.requests_to("/Users")][:3] == [
         None,
         USER_ATTRIBUTES,
+        None,
+    ]
+    assert _attribute_lines(lines) == [
+        "user attributes: whole users (server refused attributes=)"
     ]
 
 

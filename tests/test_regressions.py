@@ -27,9 +27,19 @@ import pytest
 from elimity_scim.connector.config import env_name
 from elimity_scim.diagnostics import Warnings
 from elimity_scim.membership import Memberships
+from elimity_scim.source import ScimSource
 from tests.conftest import INSIGHTS_SOURCE_ID, INSIGHTS_TOKEN
 from tests.support.fake_insights import FakeInsights, summarize
-from tests.support.fake_scim import FakeScim, Fault, Resource, group, member, user
+from tests.support.fake_scim import (
+    FakeScim,
+    Fault,
+    Resource,
+    group,
+    member,
+    read_fake,
+    read_options,
+    user,
+)
 from tests.test_end_to_end import CONNECTOR, insights_env, run
 
 BASE_PATH = "/scim/v2"
@@ -918,3 +928,84 @@ def test_configuration_errors_up_front(
     assert message in result.stderr
     assert fake.requests == []
     assert fake_insights.snapshot_attempts == 0
+
+
+# -- 3. A user's groups in another case, next to an RFC-spelled userName ---------
+
+GROUPS_ONLY_ON_USERS = [
+    group(f"g{n}", [member(f"u{m}") for m in range(n, 6)]) for n in range(3)
+]
+
+
+def _groups_only_on_users(fake: FakeScim) -> None:
+    # Memberships show only on users: not in group lists, not by id, no filters.
+    fake.user_groups = True
+    fake.list_members = "omit"
+    fake.get_members = "omit"
+    fake.filter_users_by_group = False
+    fake.filter_groups_by_member = False
+
+
+def test_groups_attribute_in_another_case_is_read() -> None:
+    # Before the fix, "Groups" was only looked for when userName was not spelled
+    # as RFC 7643 spells it, so half of these memberships were dropped silently.
+    users = [user(f"u{n}") for n in range(6)]
+    expected = sorted(
+        (f"u{m}", f"g{n}", "direct") for n in range(3) for m in range(n, 6)
+    )
+
+    with FakeScim(users, GROUPS_ONLY_ON_USERS) as fake:
+        _groups_only_on_users(fake)
+        fake.user_groups_key = "Groups"
+        reading = read_fake(fake, "membershipStrategy=userGroups")
+        detected = read_fake(fake)
+
+    assert reading.relationships == expected
+    assert detected.relationships == expected
+    assert reading.attributes["g0"]["memberCount"] == 6
+
+
+# -- 4. `check` agrees with `run` ----------------------------------------------------
+
+
+def test_check_finds_memberships_shown_only_on_users() -> None:
+    users = [user(f"u{n}") for n in range(6)]
+    with FakeScim(users, GROUPS_ONLY_ON_USERS) as fake:
+        _groups_only_on_users(fake)
+        lines = list(ScimSource().check(read_options(fake.base_url)))
+        reading = read_fake(fake)
+
+    assert any(line.startswith("membership strategy: userGroups") for line in lines)
+    assert len(reading.relationships) == 15
+
+
+def test_check_pages_by_cursor_on_a_cursor_only_server() -> None:
+    users = [user(f"u{n}") for n in range(6)]
+    groups = [group("g0", [member("u0"), member("u1")])]
+    with FakeScim(users, groups) as fake:
+        fake.cursor_only = True
+        assert fake.service_provider_config is not None
+        fake.service_provider_config["pagination"] = {"cursor": True, "index": False}
+        lines = list(ScimSource().check(read_options(fake.base_url)))
+        listed = fake.list_requests()
+
+    assert "paging: cursor mode" in lines[2]
+    assert "users: 6" in lines
+    assert all("startIndex" not in request.query for request in listed)
+    assert {request.query.get("cursor") for request in listed} == {""}
+
+
+# -- 5. urllib3's retry lines name URLs without their query -----------------------
+
+
+def test_retry_warnings_carry_no_query_string(caplog: pytest.LogCaptureFixture) -> None:
+    users = [user(f"u{n}") for n in range(3)]
+    with FakeScim(users, [group("g0", [member("u0")])]) as fake:
+        fake.fail(Fault(action="drop", path="/Users"))
+        reading = read_fake(fake, "requestAttributes=true")
+
+    assert sorted(reading.users) == ["u0", "u1", "u2"]
+    retries = [r.getMessage() for r in caplog.records if "Retrying" in r.getMessage()]
+    assert retries, "the dropped connection should have been retried"
+    assert all("/scim/v2/Users" in line for line in retries)
+    assert not any("?" in line or "count=" in line for line in retries)

@@ -326,6 +326,8 @@ class FakeScim(BackgroundServer):
         """Fill each user's ``groups`` attribute from the true memberships."""
         self.user_groups_indirect = False
         """Also list groups reached through nesting, as ``type: indirect``."""
+        self.user_groups_key = "groups"
+        """The name users carry their groups under (RFC 7643 §2.1: any case)."""
         self.filter_users_by_group = True
         """Answer ``groups.value eq`` on /Users (else 400 invalidFilter)."""
         self.filter_groups_by_member = True
@@ -688,7 +690,7 @@ class FakeScim(BackgroundServer):
                 for g in _objects(self.groups)
                 if g["id"] in reached and g not in direct
             ]
-        shown["groups"] = entries
+        shown[self.user_groups_key] = entries
         return shown
 
     def _shown_group(self, resource: Resource, view: MembersView) -> Resource:
