@@ -163,6 +163,11 @@ class ScimSource:
 
 
 def _read(run: _Run) -> Iterator[Entity | Relationship]:
+    # TODO: the group listing starts once every user is read, not side by side
+    # with the users as issue 4 suggests: members read before their user is known
+    # would have to wait as id strings instead of 4-byte numbers (about 100 bytes
+    # a membership at a million users). Costs about one round of group requests
+    # (benchmark scenario 1: 1.17 × the floor, which counts them as overlapping).
     yield from _users(run)
     groups = _groups(run)
     for group_id, group in groups:
