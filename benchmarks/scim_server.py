@@ -540,6 +540,17 @@ class BenchServer(ThreadingHTTPServer):
     request_queue_size = 512
 
 
+def serve_until_told(
+    server: ThreadingHTTPServer, ready: dict[str, object], *, stop_on_eof: bool
+) -> None:
+    """Print the ready line, then serve until stopped (see ``wait_for_exit``)."""
+    sys.stdout.write(json.dumps(ready) + "\n")
+    sys.stdout.flush()
+    wait_for_exit(server, stop_on_eof=stop_on_eof)
+    server.serve_forever(poll_interval=0.2)
+    server.server_close()
+
+
 def wait_for_exit(server: ThreadingHTTPServer, *, stop_on_eof: bool) -> None:
     """Shut down on SIGTERM or SIGINT, and when stdin closes if ``stop_on_eof``.
 
@@ -613,11 +624,7 @@ def main(argv: list[str] | None = None) -> int:
         "startup_s": round(time.perf_counter() - started, 2),
         "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
-    sys.stdout.write(json.dumps(ready) + "\n")
-    sys.stdout.flush()
-    wait_for_exit(server, stop_on_eof=args.stop_on_eof)
-    server.serve_forever(poll_interval=0.2)
-    server.server_close()
+    serve_until_told(server, ready, stop_on_eof=args.stop_on_eof)
     return 0
 
 

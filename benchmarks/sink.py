@@ -19,14 +19,13 @@ import argparse
 import json
 import os
 import re
-import sys
 import threading
 import zlib
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler
 from urllib.parse import urlsplit
 
-from benchmarks.scim_server import HOST, BenchServer, wait_for_exit
+from benchmarks.scim_server import HOST, BenchServer, serve_until_told
 
 _PATH = re.compile(r"^/api/sources/(\d+)/(snapshots|connector-logs)$")
 _CHUNK = 1 << 20
@@ -211,11 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     server = BenchServer((HOST, args.port), handler)
     port = server.server_address[1]
     ready = {"port": port, "url": f"http://{HOST}:{port}", "pid": os.getpid()}
-    sys.stdout.write(json.dumps(ready) + "\n")
-    sys.stdout.flush()
-    wait_for_exit(server, stop_on_eof=args.stop_on_eof)
-    server.serve_forever(poll_interval=0.2)
-    server.server_close()
+    serve_until_told(server, ready, stop_on_eof=args.stop_on_eof)
     return 0
 
 

@@ -43,7 +43,7 @@ class _WithoutQueryStrings(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                arg.partition("?")[0] if isinstance(arg, str) else arg
+                without_query(arg) if isinstance(arg, str) else arg
                 for arg in record.args
             )
         return True

@@ -1084,14 +1084,15 @@ def run_bounded(
     return (None if fired.is_set() else run), elapsed
 
 
-@pytest.mark.parametrize("stall_logs", [False, True], ids=["snapshot", "everything"])
-def test_no_answer_within_the_push_timeout_exits_5(
-    stall_logs: bool, tmp_path: Path
-) -> None:
+def _push_to_stalling_insights(
+    tmp_path: Path, *, stall_snapshots: bool, stall_logs: bool
+) -> tuple[Run | None, float, StallingInsights]:
+    # Runs the CLI with a 1 s push timeout against an Insights that may not answer;
+    # gives up on the run after 15 s (and then lets the stalled answers go).
     with (
         _small_directory() as fake,
         StallingInsights(
-            stall_snapshots=True,
+            stall_snapshots=stall_snapshots,
             stall_logs=stall_logs,
             source_id=SOURCE_ID,
             token=INSIGHTS_TOKEN,
@@ -1102,6 +1103,16 @@ def test_no_answer_within_the_push_timeout_exits_5(
         run, elapsed = run_bounded(
             lambda: run_cli(environ, arguments), 15, insights.release.set
         )
+    return run, elapsed, insights
+
+
+@pytest.mark.parametrize("stall_logs", [False, True], ids=["snapshot", "everything"])
+def test_no_answer_within_the_push_timeout_exits_5(
+    stall_logs: bool, tmp_path: Path
+) -> None:
+    run, elapsed, insights = _push_to_stalling_insights(
+        tmp_path, stall_snapshots=True, stall_logs=stall_logs
+    )
 
     assert run is not None, (
         f"still running {elapsed:.0f} s after a push timeout of 1 s: the connector "
@@ -1117,20 +1128,9 @@ def test_a_connector_log_that_gets_no_answer_cannot_hang_the_run(
     tmp_path: Path,
 ) -> None:
     # The snapshot is accepted; the "info" connector log after it gets no answer.
-    with (
-        _small_directory() as fake,
-        StallingInsights(
-            stall_snapshots=False,
-            stall_logs=True,
-            source_id=SOURCE_ID,
-            token=INSIGHTS_TOKEN,
-        ) as insights,
-    ):
-        environ = push_environ(fake.base_url, insights, tmp_path / "state.json")
-        arguments = run_arguments(extra=("--push-timeout", "1"))
-        run, elapsed = run_bounded(
-            lambda: run_cli(environ, arguments), 15, insights.release.set
-        )
+    run, elapsed, insights = _push_to_stalling_insights(
+        tmp_path, stall_snapshots=False, stall_logs=True
+    )
 
     assert run is not None, (
         f"still running {elapsed:.0f} s after the snapshot was pushed: the "

@@ -242,18 +242,17 @@ def _describe(item: Item) -> str:
 
 
 def _value_text(value: Value) -> str | None:
-    # Returns None for a value the data model's type does not admit.
-    if isinstance(value, StringValue):
-        return _quote(value.value) if isinstance(value.value, str) else None
+    # Boolean, number, date and time values (strings and date-times, the common
+    # ones, are written by _assignments itself); None for what the type forbids.
     if isinstance(value, BooleanValue):
         return _boolean(value.value)
     if isinstance(value, NumberValue):
         return _number(value.value)
-    if isinstance(value, DateTimeValue):
-        return _date_time(value.value)
     if isinstance(value, DateValue):
         return _date(value.year, value.month, value.day)
-    return _time(value.hour, value.minute, value.second)
+    if isinstance(value, TimeValue):
+        return _time(value.hour, value.minute, value.second)
+    return None
 
 
 def _boolean(value: object) -> str | None:
