@@ -29,6 +29,7 @@ from elimity_scim.errors import (
     ScimPayloadError,
     ScimRequestError,
 )
+from elimity_scim.prefetch import Body, Params, Prefetch
 
 logger = logging.getLogger(__name__)
 
@@ -52,9 +53,6 @@ class _WithoutQueryStrings(logging.Filter):
 logging.getLogger("urllib3.connectionpool").addFilter(_WithoutQueryStrings())
 
 JsonObject = dict[str, object]
-Params = Mapping[str, str | int]
-# A response body as read: a bytearray, which both JSON parsers take without a copy.
-Body = bytes | bytearray
 PagingMode = Literal["index", "cursor"]
 
 _T = TypeVar("_T")
@@ -202,9 +200,11 @@ class ScimClient:
         self._session = _session(username, password, settings, self.retry)
         self._secrets = _credential_forms(username, password)
         self._pool: ThreadPoolExecutor | None = None
+        self._prefetch: Prefetch | None = None
 
     def close(self) -> None:
         """Release pooled connections and worker threads."""
+        self.forget_prefetched()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         self._session.close()
@@ -222,12 +222,47 @@ class ScimClient:
         """
         if self.settings.concurrency <= 1:
             return map(function, items)
+        window = look_ahead or self.settings.concurrency + 2
+        return ordered_map(self._executor(), function, items, window=window)
+
+    def prefetch(
+        self, endpoint: str, paging: Paging, params: Params | None, budget: int
+    ) -> None:
+        """Start fetching the first pages of a listing that will be read later.
+
+        Up to ``budget`` bytes of its pages are fetched alongside the requests
+        under way, with half the concurrency, and kept unparsed until the listing
+        asks for them. Nothing is fetched ahead with concurrency 1.
+        """
+        self.forget_prefetched()
+        if self.settings.concurrency <= 1:
+            return
+        url = self.url(endpoint)
+        executor = self._executor()
+        self._prefetch = Prefetch(
+            url=url,
+            mode=paging.mode,
+            page_size=paging.page_size,
+            params=params,
+            budget=budget,
+            parallel=self.settings.concurrency // 2,
+            fetch=lambda query: self._fetch(url, query),
+            submit=executor.submit,
+        )
+        self._prefetch.start()
+
+    def forget_prefetched(self) -> None:
+        """Stop fetching ahead and drop the pages that no listing took."""
+        if self._prefetch is not None:
+            self._prefetch.stop()
+            self._prefetch = None
+
+    def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(
                 self.settings.concurrency, thread_name_prefix="scim"
             )
-        window = look_ahead or self.settings.concurrency + 2
-        return ordered_map(self._pool, function, items, window=window)
+        return self._pool
 
     def _retried(self, status: int | None) -> None:
         self.stats.count("retries")
@@ -266,7 +301,9 @@ class ScimClient:
         the parsed objects.
         """
         url = self.url(path)
-        response, body = self._fetch(url, params)
+        prefetch = self._prefetch
+        fetched = prefetch.take(url, params) if prefetch is not None else None
+        response, body = fetched or self._fetch(url, params)
         if response.status_code in end_statuses:
             return None
         if not 200 <= response.status_code < 300:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from importlib.resources import files
+from itertools import chain
 from urllib.parse import urlsplit
 
 from elimity_insights_client import Entity, Relationship
@@ -15,7 +16,6 @@ from elimity_scim.client import (
     ClientSettings,
     JsonObject,
     Paging,
-    Params,
     RequestStats,
     ScimClient,
     resource_id_of,
@@ -33,6 +33,7 @@ from elimity_scim.mapping import (
     user_groups,
 )
 from elimity_scim.membership import Memberships
+from elimity_scim.prefetch import Params
 from elimity_scim.strategies import (
     STRATEGIES,
     detect_strategy,
@@ -163,13 +164,6 @@ class ScimSource:
 
 
 def _read(run: _Run) -> Iterator[Entity | Relationship]:
-    # TODO: the group listing starts once every user is read, not side by side
-    # with the users as issue 4 suggests. Tried: a background thread listing
-    # groups (members recorded after the users) saved 2 % of scenario 1's time
-    # but cost 10-15 % more CPU in scenario 2 and 30 MB at a million users;
-    # started only for the last user pages it overlapped nothing, as user
-    # requests keep the pool busy to the end. Worth it only with a listing that
-    # holds group pages as bytes until the users are read.
     yield from _users(run)
     groups = _groups(run)
     for group_id, group in groups:
@@ -186,6 +180,18 @@ def _users(run: _Run) -> Iterator[Entity]:
     # The listing numbers each new user in the memberships as it de-duplicates.
     seen = run.memberships.users_seen
     users = run.client.iter_resources("Users", run.paging, params, seen=seen)
+    first = next(users, None)
+    if first is not None:
+        # Groups are recorded once every user has its number, but their first
+        # pages are fetched now, alongside the users, once the server has answered
+        # the first user page (a server that is down or refuses the credentials is
+        # not asked twice). Started earlier than the last user pages because a
+        # cursor-paged user listing leaves connections idle all along.
+        with_members = run.strategy in ("auto", "inline")
+        run.client.prefetch(
+            "Groups", run.group_paging, _group_params(with_members), _GROUP_BUDGET
+        )
+        users = chain((first,), users)
     for resource in users:
         user_id = resource_id_of(resource)
         if user_id is None:
@@ -362,9 +368,20 @@ def _groups(run: _Run) -> list[tuple[str, dict[str, object]]]:
 def _list_groups(
     run: _Run, *, with_members: bool
 ) -> list[tuple[str, dict[str, object]]]:
-    params = None if with_members else _EXCLUDE_MEMBERS
+    try:
+        return _listed_groups(run, with_members=with_members)
+    finally:
+        # Pages fetched ahead for another query (the listing with members, when
+        # it failed and groups are listed without) would only take memory.
+        run.client.forget_prefetched()
+
+
+def _listed_groups(
+    run: _Run, *, with_members: bool
+) -> list[tuple[str, dict[str, object]]]:
     groups = []
     run.keyless = []
+    params = _group_params(with_members)
     for resource in run.client.iter_resources("Groups", run.group_paging, params):
         group_id = resource_id_of(resource)
         if group_id is None:
@@ -380,6 +397,10 @@ def _list_groups(
                 run.keyless.append(group_id)
         groups.append((group_id, group))
     return groups
+
+
+def _group_params(with_members: bool) -> Params | None:  # noqa: FBT001
+    return None if with_members else _EXCLUDE_MEMBERS
 
 
 def _add_members(
