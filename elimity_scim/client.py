@@ -164,7 +164,14 @@ class ScimRetry(Retry):
         """Count one failed attempt and tell the observer about it."""
         if self.on_retry is not None:
             self.on_retry(response.status if response is not None else None)
-        return super().increment(method, url, response, error, _pool, _stacktrace)  # type: ignore[arg-type]
+        retry = super().increment(method, url, response, error, _pool, _stacktrace)  # type: ignore[arg-type]
+        if response is not None:
+            # Another attempt follows, and urllib3 first reads what is left of this
+            # answer's body to reuse the connection: with no deadline, so a body
+            # that trickles would hold the request forever. Give up the connection
+            # instead; the next attempt opens a new one.
+            response.shutdown()
+        return retry
 
     def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
         """Return the server's ``Retry-After``, refusing waits beyond the cap."""

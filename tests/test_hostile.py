@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.fake_insights import FakeInsights
+from tests.support.fake_insights import FakeInsights, summarize
 from tests.support.fake_scim import (
     LIST_RESPONSE,
     FakeScim,
@@ -355,6 +355,33 @@ def test_a_server_that_trickles_forever_fails_within_the_timeouts(
 
     _failure(run, insights)
     assert elapsed < 1 * 2 + 8, f"took {elapsed:.0f} s"
+
+
+@pytest.mark.parametrize("status", [503, 500])
+def test_a_retried_answer_whose_body_trickles_does_not_hold_the_retry(
+    status: int, push: Any, insights: FakeInsights
+) -> None:
+    # Before retrying, urllib3 reads the rest of the refused answer to reuse the
+    # connection, with no deadline: a body that trickles held the run forever
+    # (found in review). The connection is given up instead, and the retry works.
+    with _directory() as fake:
+        fake.fail(
+            Fault(
+                action="trickle",
+                status=status,
+                body=b'{"detail": "busy"',
+                seconds=0.3,
+                path="/Users",
+            )
+        )
+        run = push(fake, "requestTimeout=2", limit=20)
+
+    assert run.code == 0, run.stderr[-3000:]
+    first, retried = fake.requests_to("/Users")[:2]
+    assert retried.raw_query == first.raw_query
+    (snapshot,) = insights.snapshots
+    assert len(summarize(snapshot).users) == 3
+    assert run.seconds < 10, f"took {run.seconds:.0f} s"
 
 
 # -- Redirects -------------------------------------------------------------------------
