@@ -7,8 +7,8 @@ import json
 import logging
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import chain
 from typing import Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -21,7 +21,7 @@ from urllib3.exceptions import InvalidHeader, MaxRetryError, ProtocolError
 from urllib3.response import BaseHTTPResponse
 from urllib3.util.retry import Retry
 
-from elimity_scim.concurrency import Throttle, ordered_map
+from elimity_scim.concurrency import DaemonPool, Throttle, ordered_map
 from elimity_scim.connector.http import transport_reason, without_query
 from elimity_scim.diagnostics import Warnings
 from elimity_scim.errors import (
@@ -122,6 +122,7 @@ class Listing:
     quiet: bool = False
     barren: int = 0
     """Pages in a row that brought entries but no new resource."""
+    near_end: Callable[[], None] | None = None
 
 
 class RequestStats:
@@ -135,6 +136,10 @@ class RequestStats:
         """Add one to a counter."""
         with self._lock:
             self.counts[name] = self.counts.get(name, 0) + 1
+
+
+class ClientClosedError(Exception):
+    """The client was closed while a request of it was still being retried."""
 
 
 class RetryAfterTooLongError(Exception):
@@ -206,14 +211,20 @@ class ScimClient:
         self.retry = _retry_policy(settings, self._retried)
         self._session = _session(username, password, settings, self.retry)
         self._secrets = _credential_forms(username, password)
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: DaemonPool | None = None
         self._prefetch: Prefetch | None = None
+        self._closed = False
 
     def close(self) -> None:
-        """Release pooled connections and worker threads."""
+        """Release pooled connections and worker threads.
+
+        Requests still out (a listing that failed while others were under way)
+        make no further attempt.
+        """
+        self._closed = True
         self.forget_prefetched()
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown()
         self._session.close()
 
     def map_ordered(
@@ -235,26 +246,27 @@ class ScimClient:
     def prefetch(
         self, endpoint: str, paging: Paging, params: Params | None, budget: int
     ) -> None:
-        """Start fetching the first pages of a listing that will be read later.
+        """Start fetching the first pages of a listing that will be read next.
 
-        Up to ``budget`` bytes of its pages are fetched alongside the requests
-        under way, with half the concurrency, and kept unparsed until the listing
-        asks for them. Nothing is fetched ahead with concurrency 1.
+        Meant for the moment the listing under way has sent its last request:
+        up to ``budget`` bytes of the next listing's pages are fetched with half
+        the concurrency, and kept unparsed until that listing asks for them.
+        Only index paging is predictable enough (a cursor handed out early could
+        expire), and nothing is fetched ahead with concurrency 1.
         """
         self.forget_prefetched()
-        if self.settings.concurrency <= 1:
+        if self.settings.concurrency <= 1 or paging.mode != "index" or self._closed:
             return
         url = self.url(endpoint)
-        executor = self._executor()
         self._prefetch = Prefetch(
             url=url,
-            mode=paging.mode,
             page_size=paging.page_size,
             params=params,
             budget=budget,
             parallel=self.settings.concurrency // 2,
-            fetch=lambda query: self._fetch(url, query),
-            submit=executor.submit,
+            pages=self.settings.concurrency + 2,
+            fetch=partial(self._fetch, url),
+            submit=self._executor().submit,
         )
         self._prefetch.start()
 
@@ -264,14 +276,14 @@ class ScimClient:
             self._prefetch.stop()
             self._prefetch = None
 
-    def _executor(self) -> ThreadPoolExecutor:
+    def _executor(self) -> DaemonPool:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(
-                self.settings.concurrency, thread_name_prefix="scim"
-            )
+            self._pool = DaemonPool(self.settings.concurrency, "scim")
         return self._pool
 
     def _retried(self, status: int | None) -> None:
+        if self._closed:
+            raise ClientClosedError
         self.stats.count("retries")
         if status in (429, 503):
             self.throttle.overloaded()
@@ -354,13 +366,18 @@ class ScimClient:
         paging: Paging,
         params: Params | None = None,
         seen: IdSet | None = None,
+        near_end: Callable[[], None] | None = None,
     ) -> Iterator[JsonObject]:
         """Yield every resource of an endpoint once, checking the listing is whole.
 
         ``seen`` collects the ids; pass a container the caller keeps anyway, so that
-        a large listing is not held twice.
+        a large listing is not held twice. ``near_end`` is called once the listing
+        has handed its last request to the pool (only a listing whose pages are
+        fetched concurrently knows that in advance), for example to `prefetch`.
         """
-        listing = Listing() if seen is None else Listing(seen=seen)
+        listing = Listing(near_end=near_end)
+        if seen is not None:
+            listing.seen = seen
         for page in self.iter_pages(endpoint, paging, params, listing):
             yield from page
         read = len(listing.seen) + listing.skipped
@@ -444,8 +461,10 @@ class ScimClient:
             return index, self.get_bytes(endpoint, query, end_statuses=end)
 
         covered = start
-        windows = chain(range(start, confirm, step), (confirm,))  # lazily: a lying
-        # totalResults must not cost memory
+        # Lazily: a lying totalResults must not cost memory.
+        windows = chain(
+            range(start, confirm, step), (confirm,), _calling(listing.near_end)
+        )
         for index, fetched in self.map_ordered(fetch, windows, paging.look_ahead):
             if index == confirm and covered != confirm:
                 break  # pages were short; the sequential reader confirms the end
@@ -760,6 +779,13 @@ class ScimClient:
                 raise ScimPayloadError(msg)
             body += chunk
         return body
+
+
+def _calling(callback: Callable[[], None] | None) -> Iterator[int]:
+    # Nothing to iterate: calls back when reached, after the last window.
+    if callback is not None:
+        callback()
+    yield from ()
 
 
 def resource_id_of(resource: Mapping[str, object]) -> str | None:

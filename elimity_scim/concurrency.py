@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from functools import partial
 from types import TracebackType
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -71,8 +73,84 @@ class Throttle:
             self.limit += 1
 
 
+class Submitter(Protocol):
+    """Anything that runs calls in the background: a pool of worker threads."""
+
+    def submit(self, function: Callable[[], _R], /) -> Future[_R]:
+        """Schedule a call; return its future."""
+
+
+_Job = tuple[Future[object], Callable[[], object]]
+
+
+class DaemonPool:
+    """A fixed number of daemon worker threads that run calls in order of arrival.
+
+    Unlike ``ThreadPoolExecutor``, whose workers the interpreter waits for at
+    exit, a run that fails while requests are still out (retrying, or waiting for
+    a slow server) ends at once; those requests end with the process. Its workers
+    end after their current call once the pool is shut down.
+    """
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._workers = max(1, workers)
+        self._name = name
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def submit(self, function: Callable[[], _R], /) -> Future[_R]:
+        """Schedule ``function()``; raise ``RuntimeError`` once shut down."""
+        future: Future[_R] = Future()
+        with self._lock:
+            if self._closed:
+                msg = "the pool is shut down"
+                raise RuntimeError(msg)
+            self._jobs.put((future, function))  # type: ignore[arg-type]
+            if len(self._threads) < self._workers:
+                number = len(self._threads)
+                thread = threading.Thread(
+                    target=self._work, name=f"{self._name}_{number}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+        return future
+
+    def shutdown(self) -> None:
+        """Cancel the calls not started and let every worker end."""
+        with self._lock:
+            self._closed = True
+            workers = len(self._threads)
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                job[0].cancel()
+        for _ in range(workers):
+            self._jobs.put(None)
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            future, function = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = function()
+            except BaseException as exc:  # noqa: BLE001 - handed to the future
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+            del job, future, function  # hold nothing between calls
+
+
 def ordered_map(
-    pool: ThreadPoolExecutor,
+    pool: Submitter,
     function: Callable[[_T], _R],
     items: Iterable[_T],
     window: int,
@@ -85,7 +163,7 @@ def ordered_map(
     iterator = iter(items)
     try:
         for item in iterator:
-            pending.append(pool.submit(function, item))
+            pending.append(pool.submit(partial(function, item)))
             if len(pending) >= window:
                 yield pending.popleft().result()
         while pending:

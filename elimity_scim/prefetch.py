@@ -1,11 +1,11 @@
-"""The first pages of one listing, fetched while another listing is still read.
+"""The first pages of one listing, fetched while the listing before it ends.
 
 Users are read before groups, because memberships are stored against user
-numbers. Group pages need not wait for that, though: a `Prefetch` requests the
-first pages of the group listing alongside the user pages and keeps their bodies
-unparsed, within a byte budget. The group listing later asks for the same
-queries and takes these answers instead of sending the requests again, so its
-logic, checks and errors stay exactly those of a listing read in one go.
+numbers. The last user pages leave connections idle, though, while they arrive
+and are mapped: a `Prefetch` fills them with the first pages of the group
+listing and keeps their bodies unparsed. The group listing later asks for the
+same queries and takes these answers instead of sending the requests again, so
+its logic, checks and errors stay exactly those of a listing read in one go.
 """
 
 from __future__ import annotations
@@ -32,38 +32,38 @@ def query_key(params: Params | None) -> _Key:
 
 
 class Prefetch:
-    """Answers to a listing's likely requests, fetched ahead of the listing.
+    """Answers to an index-paged listing's first requests, fetched ahead of it.
 
-    Index paging: the first page, then (once its totalResults is known) the
-    windows the listing will ask for in the same order. Cursor paging: the first
-    page and the ones its ``nextCursor`` chain leads to. At most ``parallel``
-    requests are out at a time, so the listing under way keeps most of the
-    connections, and no more is fetched once ``budget`` bytes of bodies would be
-    held or the listing has started to take them.
+    The first page, then (once its ``totalResults`` is known) the windows the
+    listing will ask for, in the same order and with the same queries. At most
+    ``parallel`` requests are out at a time, at most ``pages`` are fetched, and
+    none once ``budget`` bytes of bodies would be held, a page comes back short
+    (the listing reads the gap itself) or the listing starts to take answers.
     """
 
     def __init__(  # noqa: PLR0913 - one listing's full description
         self,
         *,
         url: str,
-        mode: str,
         page_size: int,
         params: Params | None,
         budget: int,
         parallel: int,
+        pages: int,
         fetch: Callable[[Params], Fetched],
         submit: Callable[[Callable[[], Fetched]], Future[Fetched]],
     ) -> None:
         self.url = url
-        self._mode = mode
         self._page_size = page_size
         self._params = dict(params or {})
         self._budget = budget
         self._parallel = max(1, parallel)
+        self._pages = pages
         self._fetch = fetch
         self._submit = submit
         self._answers: dict[_Key, Future[Fetched]] = {}
-        self._planned: Iterator[Params] = iter(())
+        self._planned: Iterator[int] = iter((1,))
+        self._step = 0
         self._in_flight = 0
         self._held = 0
         self._largest = 0
@@ -74,10 +74,7 @@ class Prefetch:
 
     def start(self) -> None:
         """Send the listing's first request."""
-        first = "cursor" if self._mode == "cursor" else "startIndex"
-        with self._lock:
-            self._planned = iter(({first: "" if first == "cursor" else 1},))
-            self._send_more()
+        self._send_more()
 
     def take(self, url: str, params: Params | None) -> Fetched | None:
         """Return the answer fetched ahead for this request, or ``None``.
@@ -107,28 +104,33 @@ class Prefetch:
         for answer in answers:
             answer.cancel()
 
-    def _query(self, position: Params) -> dict[str, str | int]:
-        # The listing's own query order (client._index_pages, _cursor_pages).
-        return {**self._params, **position, "count": self._page_size}
-
     def _send_more(self) -> None:
-        # Called with the lock held.
-        while not self._stopped and self._in_flight < self._parallel:
-            expected = (self._in_flight + 1) * self._largest
-            if self._largest and self._held + expected > self._budget:
-                return
-            position = next(self._planned, None)
-            if position is None:
-                return
-            query = self._query(position)
-            try:
-                answer = self._submit(partial(self._fetch, query))
-            except RuntimeError:
-                return  # the pool was shut down: the run is over
-            self._answers[query_key(query)] = answer
-            self._in_flight += 1
-            self.sent += 1
+        # Callbacks are added outside the lock: an answer that is already in
+        # runs its callback at once, in this thread, and that takes the lock.
+        for answer in self._submit_more():
             answer.add_done_callback(self._arrived)
+
+    def _submit_more(self) -> list[Future[Fetched]]:
+        submitted = []
+        with self._lock:
+            while not self._stopped and self._in_flight < self._parallel:
+                expected = (self._in_flight + 1) * self._largest
+                if self.sent >= self._pages or self._held + expected > self._budget:
+                    break
+                start = next(self._planned, None)
+                if start is None:
+                    break
+                # The listing's own query (client._index_pages).
+                query = {**self._params, "startIndex": start, "count": self._page_size}
+                try:
+                    answer = self._submit(partial(self._fetch, query))
+                except RuntimeError:
+                    break  # the pool was shut down: the run is over
+                self._answers[query_key(query)] = answer
+                self._in_flight += 1
+                self.sent += 1
+                submitted.append(answer)
+        return submitted
 
     def _arrived(self, answer: Future[Fetched]) -> None:
         with self._lock:
@@ -140,41 +142,41 @@ class Prefetch:
             response, body = answer.result()
             self._held += len(body)
             self._largest = max(self._largest, len(body))
-            if self._stopped:
-                return
-            if not 200 <= response.status_code < 300:
+            if self._stopped or not 200 <= response.status_code < 300:
                 self._stopped = True
                 return
-            if self.sent == 1 or self._mode == "cursor":
-                self._plan_after(body)
-            self._send_more()
+            self._plan_after(body)
+        self._send_more()
 
     def _plan_after(self, body: Body) -> None:
-        # What the listing asks next: parsed here only for the paging fields (the
+        # What the listing asks next. Parsed here only for the paging fields (the
         # listing parses the page again when it takes it; at most the budget's
         # bytes are parsed twice).
         try:
             page = orjson.loads(body)
         except orjson.JSONDecodeError:
-            return
-        if not isinstance(page, dict):
-            return
-        fields = {key.lower(): value for key, value in page.items()}
+            page = None
+        fields = (
+            {key.lower(): value for key, value in page.items()}
+            if isinstance(page, dict)
+            else {}
+        )
         resources = fields.get("resources")
-        cursor = fields.get("nextcursor")
-        if self._mode == "cursor":
-            if isinstance(cursor, str) and cursor:
-                self._planned = iter(({"cursor": cursor},))
+        count = len(resources) if isinstance(resources, list) else 0
+        if fields.get("nextcursor") or not count or count < self._step:
+            # The listing switches to cursors, ends, or reads a gap one page
+            # after another: nothing more is predictable.
+            self._stopped = True
+            return
+        if self._step:
             return
         total = _as_int(fields.get("totalresults"))
-        if cursor or not isinstance(resources, list) or not resources or total is None:
-            return
-        step = len(resources)
-        if 1 + step > total:
+        if total is None or 1 + count > total:
+            self._stopped = True
             return
         # As client._parallel_index_pages: every window, then the one past the end.
-        windows = chain(range(1 + step, total + 1, step), (total + 1,))
-        self._planned = ({"startIndex": start} for start in windows)
+        self._step = count
+        self._planned = chain(range(1 + count, total + 1, count), (total + 1,))
 
 
 def _as_int(value: object) -> int | None:

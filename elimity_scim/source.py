@@ -7,7 +7,6 @@ import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from importlib.resources import files
-from itertools import chain
 from urllib.parse import urlsplit
 
 from elimity_insights_client import Entity, Relationship
@@ -179,19 +178,20 @@ def _users(run: _Run) -> Iterator[Entity]:
     params, _ = _user_params(run.client, run.paging, enabled=run.request_attributes)
     # The listing numbers each new user in the memberships as it de-duplicates.
     seen = run.memberships.users_seen
-    users = run.client.iter_resources("Users", run.paging, params, seen=seen)
-    first = next(users, None)
-    if first is not None:
-        # Groups are recorded once every user has its number, but their first
-        # pages are fetched now, alongside the users, once the server has answered
-        # the first user page (a server that is down or refuses the credentials is
-        # not asked twice). Started earlier than the last user pages because a
-        # cursor-paged user listing leaves connections idle all along.
+
+    def start_groups() -> None:
+        # Groups are recorded once every user has its number, but the first group
+        # pages are fetched as the user listing ends, on connections its last
+        # pages leave idle. Not earlier: the group listing would then combine
+        # pages read far apart in time, of a directory that may have changed.
         with_members = run.strategy in ("auto", "inline")
         run.client.prefetch(
             "Groups", run.group_paging, _group_params(with_members), _GROUP_BUDGET
         )
-        users = chain((first,), users)
+
+    users = run.client.iter_resources(
+        "Users", run.paging, params, seen=seen, near_end=start_groups
+    )
     for resource in users:
         user_id = resource_id_of(resource)
         if user_id is None:
