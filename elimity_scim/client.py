@@ -29,7 +29,7 @@ from elimity_scim.errors import (
     ScimPayloadError,
     ScimRequestError,
 )
-from elimity_scim.prefetch import Body, Params, Prefetch
+from elimity_scim.prefetch import Body, PageFields, Params, Prefetch
 
 logger = logging.getLogger(__name__)
 
@@ -267,6 +267,7 @@ class ScimClient:
             pages=self.settings.concurrency + 2,
             fetch=partial(self._fetch, url),
             submit=self._executor().submit,
+            read_page=_page_fields,
         )
         self._prefetch.start()
 
@@ -821,6 +822,21 @@ def parse_object(response: requests.Response, body: Body) -> JsonObject:
         )
         raise ScimPayloadError(msg)
     return parsed
+
+
+def _page_fields(body: Body) -> PageFields | None:
+    # The paging fields of a list response, or None when it is none; quietly:
+    # the listing reads the page again, with its checks and warnings.
+    try:
+        page = _loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(page, dict):
+        return None
+    fields = _lowered(page)
+    resources = fields.get("resources")
+    count = len(resources) if isinstance(resources, list) else 0
+    return count, _as_int(fields.get("totalresults")), bool(fields.get("nextcursor"))
 
 
 def _loads(body: Body) -> object:

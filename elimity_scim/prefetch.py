@@ -16,13 +16,15 @@ from concurrent.futures import CancelledError, Future
 from functools import partial
 from itertools import chain
 
-import orjson
 import requests
 
 # A response body as read: a bytearray, which both JSON parsers take without a copy.
 Body = bytes | bytearray
 Fetched = tuple[requests.Response, Body]
 Params = Mapping[str, str | int]
+PageFields = tuple[int, int | None, bool]
+"""Of a list response: how many resources, totalResults, and whether a
+nextCursor is set."""
 _Key = tuple[tuple[str, str], ...]
 
 
@@ -52,6 +54,7 @@ class Prefetch:
         pages: int,
         fetch: Callable[[Params], Fetched],
         submit: Callable[[Callable[[], Fetched]], Future[Fetched]],
+        read_page: Callable[[Body], PageFields | None],
     ) -> None:
         self.url = url
         self._page_size = page_size
@@ -61,6 +64,7 @@ class Prefetch:
         self._pages = pages
         self._fetch = fetch
         self._submit = submit
+        self._read_page = read_page
         self._answers: dict[_Key, Future[Fetched]] = {}
         self._planned: Iterator[int] = iter((1,))
         self._step = 0
@@ -149,42 +153,20 @@ class Prefetch:
         self._send_more()
 
     def _plan_after(self, body: Body) -> None:
-        # What the listing asks next. Parsed here only for the paging fields (the
+        # What the listing asks next. Read here only for the paging fields (the
         # listing parses the page again when it takes it; at most the budget's
         # bytes are parsed twice).
-        try:
-            page = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            page = None
-        fields = (
-            {key.lower(): value for key, value in page.items()}
-            if isinstance(page, dict)
-            else {}
-        )
-        resources = fields.get("resources")
-        count = len(resources) if isinstance(resources, list) else 0
-        if fields.get("nextcursor") or not count or count < self._step:
+        count, total, cursor = self._read_page(body) or (0, None, False)
+        if cursor or not count or count < self._step:
             # The listing switches to cursors, ends, or reads a gap one page
             # after another: nothing more is predictable.
             self._stopped = True
             return
         if self._step:
             return
-        total = _as_int(fields.get("totalresults"))
         if total is None or 1 + count > total:
             self._stopped = True
             return
         # As client._parallel_index_pages: every window, then the one past the end.
         self._step = count
         self._planned = chain(range(1 + count, total + 1, count), (total + 1,))
-
-
-def _as_int(value: object) -> int | None:
-    # As the listing reads totalResults: a number, or digits in a string.
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    return None

@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,17 @@ def _at(start: int) -> Callable[[RecordedRequest], bool]:
 _SETTINGS = ("pageSize=4", "groupPageSize=3")
 LAST_WINDOW = 37
 PAST_END = USERS + 1
+
+
+@contextmanager
+def _client(fake: FakeScim, **settings: Any) -> Iterator[ScimClient]:
+    client = ScimClient(
+        fake.base_url, username=None, password="t", settings=ClientSettings(**settings)
+    )
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 def _order(fake: FakeScim) -> list[str]:
@@ -251,24 +263,19 @@ def _big_groups(count: int) -> list[Resource]:
 
 
 def test_fetching_ahead_stays_within_the_byte_budget() -> None:
-    with FakeScim([user("u1")], _big_groups(10)) as fake:
-        client = ScimClient(
-            fake.base_url,
-            username=None,
-            password="t",
-            settings=ClientSettings(concurrency=8, retry_backoff=0),
-        )
-        try:
-            paging = Paging(mode="index", page_size=2)
-            page = len(client.get_bytes("Groups", {"startIndex": 1, "count": 2})[1])
-            fake.requests.clear()
-            # Room for two and a half pages: the first, then one more.
-            client.prefetch("Groups", paging, None, budget=page * 5 // 2)
-            time.sleep(0.5)
-            ahead = [r.query["startIndex"] for r in fake.requests_to("/Groups")]
-            listed = list(client.iter_resources("Groups", paging))
-        finally:
-            client.close()
+    paging = Paging(mode="index", page_size=2)
+    with (
+        FakeScim([user("u1")], _big_groups(10)) as fake,
+        _client(fake, concurrency=8) as client,
+    ):
+        fetched = client.get_bytes("Groups", {"startIndex": 1, "count": 2})
+        assert fetched is not None
+        fake.requests.clear()
+        # Room for two and a half pages: the first, then one more.
+        client.prefetch("Groups", paging, None, budget=len(fetched[1]) * 5 // 2)
+        time.sleep(0.5)
+        ahead = [r.query["startIndex"] for r in fake.requests_to("/Groups")]
+        listed = list(client.iter_resources("Groups", paging))
     assert ahead == ["1", "3"]
     assert [resource["id"] for resource in listed] == [f"g{n}" for n in range(1, 11)]
     starts = [r.query["startIndex"] for r in fake.requests_to("/Groups")]
@@ -277,18 +284,12 @@ def test_fetching_ahead_stays_within_the_byte_budget() -> None:
 
 
 def test_fetching_ahead_needs_the_same_query() -> None:
-    with FakeScim([user("u1")], _big_groups(3)) as fake:
-        client = ScimClient(
-            fake.base_url, username=None, password="t", settings=ClientSettings()
-        )
-        try:
-            paging = Paging(mode="index", page_size=2)
-            client.prefetch("Groups", paging, None, budget=1 << 20)
-            time.sleep(0.3)
-            excluded = {"excludedAttributes": "members"}
-            listed = list(client.iter_resources("Groups", paging, excluded))
-        finally:
-            client.close()
+    paging = Paging(mode="index", page_size=2)
+    with FakeScim([user("u1")], _big_groups(3)) as fake, _client(fake) as client:
+        client.prefetch("Groups", paging, None, budget=1 << 20)
+        time.sleep(0.3)
+        excluded = {"excludedAttributes": "members"}
+        listed = list(client.iter_resources("Groups", paging, excluded))
     # The pages fetched with members were not handed to a listing without them.
     assert all("members" not in resource for resource in listed)
     asked = [r.query.get("excludedAttributes") for r in fake.requests_to("/Groups")]
@@ -303,19 +304,11 @@ def test_requests_out_make_no_further_attempt_once_the_client_is_closed() -> Non
     # the first, it makes no attempt beyond the one already decided on.
     with _fake("index") as fake:
         fake.fail(Fault(status=500, path="/Groups", times=None))
-        client = ScimClient(
-            fake.base_url,
-            username=None,
-            password="t",
-            settings=ClientSettings(
-                concurrency=4, retry_attempts=20, retry_backoff=0.3
-            ),
-        )
-        client.prefetch("Groups", Paging("index", 3), None, budget=1 << 20)
-        deadline = time.monotonic() + 5
-        while not fake.requests_to("/Groups") and time.monotonic() < deadline:
-            time.sleep(0.01)
-        client.close()
+        with _client(fake, retry_attempts=20, retry_backoff=0.3) as client:
+            client.prefetch("Groups", Paging("index", 3), None, budget=1 << 20)
+            deadline = time.monotonic() + 5
+            while not fake.requests_to("/Groups") and time.monotonic() < deadline:
+                time.sleep(0.01)
         time.sleep(3.5)
         attempts = len(fake.requests_to("/Groups"))
     assert 1 <= attempts <= 3
@@ -324,19 +317,13 @@ def test_requests_out_make_no_further_attempt_once_the_client_is_closed() -> Non
 def test_a_server_overstating_total_results_gets_few_requests_ahead() -> None:
     # totalResults a million too high: the windows fetched ahead stop at the
     # first short or empty page, and never exceed concurrency + 2.
-    with _fake("index", total_results_delta=1_000_000) as fake:
-        client = ScimClient(
-            fake.base_url,
-            username=None,
-            password="t",
-            settings=ClientSettings(concurrency=8, retry_backoff=0),
-        )
-        try:
-            client.prefetch("Groups", Paging("index", 3), None, budget=1 << 20)
-            time.sleep(0.5)
-            starts = [int(r.query["startIndex"]) for r in fake.requests_to("/Groups")]
-        finally:
-            client.close()
+    with (
+        _fake("index", total_results_delta=1_000_000) as fake,
+        _client(fake, concurrency=8) as client,
+    ):
+        client.prefetch("Groups", Paging("index", 3), None, budget=1 << 20)
+        time.sleep(0.5)
+        starts = [int(r.query["startIndex"]) for r in fake.requests_to("/Groups")]
     assert len(starts) <= 10
     assert starts[:1] == [1]
     # The first empty page is at 13; at most four more were out by then.
@@ -375,6 +362,7 @@ def test_an_answer_already_in_when_its_request_is_handed_over() -> None:
         pages=10,
         fetch=fetch,
         submit=submit,
+        read_page=lambda body: (len(orjson.loads(body)["Resources"]), 7, False),
     )
     worker = threading.Thread(target=prefetch.start, daemon=True)
     worker.start()
