@@ -6,6 +6,7 @@ import base64
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -123,6 +124,8 @@ class Listing:
     barren: int = 0
     """Pages in a row that brought entries but no new resource."""
     near_end: Callable[[], None] | None = None
+    announced: bool = False
+    """Whether ``near_end`` was called."""
 
 
 class RequestStats:
@@ -156,6 +159,8 @@ class ScimRetry(Retry):
 
     on_retry: Callable[[int | None], None] | None = None
     wait_limit: float = 120.0
+    closed: threading.Event | None = None
+    """Set when the client is closed: a retry waiting for its turn gives up."""
 
     def increment(
         self,
@@ -177,6 +182,22 @@ class ScimRetry(Retry):
             # instead; the next attempt opens a new one.
             response.shutdown()
         return retry
+
+    def sleep(self, response: BaseHTTPResponse | None = None) -> None:
+        """Wait before the next attempt, as urllib3 does, unless the client closes.
+
+        A request still out when a run fails would otherwise wake up and send
+        again (with the credentials) after the run has given up.
+        """
+        seconds = None
+        if self.respect_retry_after_header and response is not None:
+            seconds = self.get_retry_after(response)
+        if not seconds:
+            seconds = self.get_backoff_time()
+        if self.closed is None:
+            time.sleep(max(seconds, 0))
+        elif self.closed.wait(max(seconds, 0)) or self.closed.is_set():
+            raise ClientClosedError
 
     def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
         """Return the server's ``Retry-After``, refusing waits beyond the cap."""
@@ -208,12 +229,12 @@ class ScimClient:
         self.throttle = Throttle(settings.concurrency)
         self.stats = RequestStats()
         self._on_retry = on_retry
-        self.retry = _retry_policy(settings, self._retried)
+        self._closed = threading.Event()
+        self.retry = _retry_policy(settings, self._retried, self._closed)
         self._session = _session(username, password, settings, self.retry)
         self._secrets = _credential_forms(username, password)
         self._pool: DaemonPool | None = None
         self._prefetch: Prefetch | None = None
-        self._closed = False
 
     def close(self) -> None:
         """Release pooled connections and worker threads.
@@ -221,7 +242,7 @@ class ScimClient:
         Requests still out (a listing that failed while others were under way)
         make no further attempt.
         """
-        self._closed = True
+        self._closed.set()
         self.forget_prefetched()
         if self._pool is not None:
             self._pool.shutdown()
@@ -255,7 +276,11 @@ class ScimClient:
         expire), and nothing is fetched ahead with concurrency 1.
         """
         self.forget_prefetched()
-        if self.settings.concurrency <= 1 or paging.mode != "index" or self._closed:
+        if (
+            self.settings.concurrency <= 1
+            or paging.mode != "index"
+            or self._closed.is_set()
+        ):
             return
         url = self.url(endpoint)
         self._prefetch = Prefetch(
@@ -283,7 +308,7 @@ class ScimClient:
         return self._pool
 
     def _retried(self, status: int | None) -> None:
-        if self._closed:
+        if self._closed.is_set():
             raise ClientClosedError
         self.stats.count("retries")
         if status in (429, 503):
@@ -383,6 +408,7 @@ class ScimClient:
             yield from page
         read = len(listing.seen) + listing.skipped
         if listing.total is not None and read < listing.total:
+            self._goes_on(listing)
             self._confirm_short_listing(endpoint, paging, params, listing)
 
     def iter_pages(
@@ -436,6 +462,7 @@ class ScimClient:
             )
         if start in (_SWITCHED, _COMPLETE):
             return
+        self._goes_on(listing)
         yield from self._sequential_index_pages(
             endpoint, paging, params, listing, start
         )
@@ -463,9 +490,7 @@ class ScimClient:
 
         covered = start
         # Lazily: a lying totalResults must not cost memory.
-        windows = chain(
-            range(start, confirm, step), (confirm,), _calling(listing.near_end)
-        )
+        windows = chain(range(start, confirm, step), (confirm,), _announcing(listing))
         for index, fetched in self.map_ordered(fetch, windows, paging.look_ahead):
             if index == confirm and covered != confirm:
                 break  # pages were short; the sequential reader confirms the end
@@ -484,12 +509,22 @@ class ScimClient:
             covered = index + len(resources)
             if len(resources) < step and covered <= total:
                 # A short page in the middle: read the gap before moving on.
+                self._goes_on(listing)
                 covered = yield from self._sequential_index_pages(
                     endpoint, paging, params, listing, covered, stop=index + step
                 )
                 if covered == _SWITCHED:
                     return _SWITCHED
         return covered
+
+    def _goes_on(self, listing: Listing) -> None:
+        # A listing that goes on after it announced its end (its totalResults was
+        # too low, a page came back short, its length is in doubt): pages fetched
+        # ahead for the next listing would be older than that listing's own by
+        # the time it reads them, and a directory that changed in between would
+        # be combined from two states. Drop them; the next listing asks again.
+        if listing.announced:
+            self.forget_prefetched()
 
     def _sequential_index_pages(
         self,
@@ -782,10 +817,11 @@ class ScimClient:
         return body
 
 
-def _calling(callback: Callable[[], None] | None) -> Iterator[int]:
+def _announcing(listing: Listing) -> Iterator[int]:
     # Nothing to iterate: calls back when reached, after the last window.
-    if callback is not None:
-        callback()
+    listing.announced = True
+    if listing.near_end is not None:
+        listing.near_end()
     yield from ()
 
 
@@ -883,7 +919,9 @@ def _credential_forms(username: str | None, password: str) -> tuple[str, ...]:
 
 
 def _retry_policy(
-    settings: ClientSettings, on_retry: Callable[[int | None], None] | None
+    settings: ClientSettings,
+    on_retry: Callable[[int | None], None] | None,
+    closed: threading.Event | None = None,
 ) -> ScimRetry:
     policy = type(
         "BoundScimRetry",
@@ -891,6 +929,7 @@ def _retry_policy(
         {
             "on_retry": staticmethod(on_retry) if on_retry else None,
             "wait_limit": settings.retry_after_max,
+            "closed": closed,
         },
     )
     retry: ScimRetry = policy(

@@ -137,16 +137,19 @@ class DaemonPool:
             job = self._jobs.get()
             if job is None:
                 return
-            future, function = job
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                result = function()
-            except BaseException as exc:  # noqa: BLE001 - handed to the future
-                future.set_exception(exc)
-            else:
-                future.set_result(result)
-            del job, future, function  # hold nothing between calls
+            _run(*job)
+            del job  # hold nothing between calls: a result may be a large page
+
+
+def _run(future: Future[object], function: Callable[[], object]) -> None:
+    if not future.set_running_or_notify_cancel():
+        return
+    try:
+        result = function()
+    except BaseException as exc:  # noqa: BLE001 - handed to the future
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 def ordered_map(

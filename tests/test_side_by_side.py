@@ -10,9 +10,11 @@ sent once, a failure stops the fetching ahead and ends the process at once.
 
 from __future__ import annotations
 
+import gc
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
@@ -24,12 +26,14 @@ import pytest
 import requests
 
 from elimity_scim.client import ClientSettings, Paging, ScimClient
+from elimity_scim.concurrency import DaemonPool
 from elimity_scim.connector.config import env_name
 from elimity_scim.errors import ScimRequestError
 from elimity_scim.prefetch import Prefetch, query_key
 from tests.support.fake_scim import (
     FakeScim,
     Fault,
+    Reading,
     RecordedRequest,
     Resource,
     group,
@@ -297,13 +301,25 @@ def test_fetching_ahead_needs_the_same_query() -> None:
     assert asked.count(None) >= 1
 
 
-def test_requests_out_make_no_further_attempt_once_the_client_is_closed() -> None:
-    # A group page fetched ahead fails with 500 again and again. urllib3 retries
-    # at once, then after 0.6 to 0.9 s, then 1.2 to 1.5 s later: four attempts
-    # within 3.5 s while the client is open. Closed (the run has failed) after
-    # the first, it makes no attempt beyond the one already decided on.
+@pytest.mark.parametrize(
+    ("fault", "most"),
+    [
+        # urllib3 retries at once, then after 0.6 to 0.9 s, then 1.2 to 1.5 s
+        # later: four attempts within 3.5 s while the client is open; closed
+        # after the first, at most the one already decided on follows.
+        (Fault(status=500, path="/Groups", times=None), 2),
+        # Closed while waiting out a Retry-After: no attempt follows.
+        (Fault(status=503, headers={"Retry-After": "2"}, path="/Groups"), 1),
+    ],
+    ids=["backoff", "retry-after"],
+)
+def test_requests_out_make_no_further_attempt_once_the_client_is_closed(
+    fault: Fault, most: int
+) -> None:
+    # A group page fetched ahead is refused again and again; the run has failed
+    # meanwhile and closed the client.
     with _fake("index") as fake:
-        fake.fail(Fault(status=500, path="/Groups", times=None))
+        fake.fail(fault)
         with _client(fake, retry_attempts=20, retry_backoff=0.3) as client:
             client.prefetch("Groups", Paging("index", 3), None, budget=1 << 20)
             deadline = time.monotonic() + 5
@@ -311,7 +327,34 @@ def test_requests_out_make_no_further_attempt_once_the_client_is_closed() -> Non
                 time.sleep(0.01)
         time.sleep(3.5)
         attempts = len(fake.requests_to("/Groups"))
-    assert 1 <= attempts <= 3
+    assert 1 <= attempts <= most
+
+
+def test_a_user_listing_that_goes_on_past_its_total_drops_the_pages_ahead() -> None:
+    # The users' totalResults says 8 of 60: the concurrent windows end early and
+    # the user listing goes on one page after another. Group pages fetched when
+    # the windows ran out would be combined with pages read after the directory
+    # changed (g1 deleted, g99 created, while users are still read), giving a
+    # group list of neither state; they are dropped instead.
+    def reading(concurrency: str) -> Reading:
+        users = [user(f"u{n}") for n in range(1, 61)]
+        groups = [group(f"g{n}", [member(f"u{n}", "User")]) for n in range(1, 61)]
+        changed = threading.Event()
+
+        def on_request(fake: FakeScim, request: RecordedRequest) -> None:
+            fake.total_results_delta = 8 - 60 if request.path == "/Users" else 0
+            late = int(request.query.get("startIndex", "0")) >= 41
+            if request.path == "/Users" and late and not changed.is_set():
+                changed.set()
+                fake.groups = [g for g in fake.groups if g["id"] != "g1"]
+                fake.groups.append(group("g99", [member("u1", "User")]))
+
+        with FakeScim(users, groups, on_request=on_request) as fake:
+            return read_fake(fake, *_SETTINGS, f"concurrency={concurrency}")
+
+    after = [f"g{n}" for n in range(2, 61)] + ["g99"]
+    assert reading("1").groups == after
+    assert reading("4").groups == after
 
 
 def test_a_server_overstating_total_results_gets_few_requests_ahead() -> None:
@@ -374,3 +417,22 @@ def test_an_answer_already_in_when_its_request_is_handed_over() -> None:
     taken = prefetch.take("http://127.0.0.1:9/Groups", {"startIndex": 4, "count": 3})
     assert taken is not None
     assert taken[1] == pages[4]
+
+
+def test_an_idle_worker_holds_no_result() -> None:
+    # A worker waiting for its next call must not keep the last page it fetched.
+    class Page:
+        pass
+
+    pool = DaemonPool(1, "test")
+    try:
+        done = pool.submit(Page)
+        page = weakref.ref(done.result())
+        del done
+        deadline = time.monotonic() + 5
+        while page() is not None and time.monotonic() < deadline:
+            gc.collect()
+            time.sleep(0.01)
+        assert page() is None
+    finally:
+        pool.shutdown()
