@@ -495,13 +495,14 @@ class ScimClient:
             if index == confirm and covered != confirm:
                 break  # pages were short; the sequential reader confirms the end
             if fetched is None:
-                return _COMPLETE
-            resources, _, _ = self._page(parse_object(*fetched), endpoint)
+                return _confirmed_end(listing, confirm)
+            resources, page_total, _ = self._page(parse_object(*fetched), endpoint)
             del fetched
             listing.pages += 1
+            listing.total = _max(listing.total, page_total)
             if not resources:
                 if index == confirm:
-                    return _COMPLETE
+                    return _confirmed_end(listing, confirm)
                 break  # the listing shrank; the sequential reader confirms the end
             yield self._checked_fresh(
                 resources, listing, endpoint, f"the page at startIndex {index}"
@@ -815,6 +816,14 @@ class ScimClient:
                 raise ScimPayloadError(msg)
             body += chunk
         return body
+
+
+def _confirmed_end(listing: Listing, confirm: int) -> int:
+    # The request past the end went out with the last pages, so the server may
+    # have answered it before resources were added ahead of them, pushing the
+    # last ones past where it looked. A later page that counts that many sends
+    # the sequential reader on from there; otherwise the listing is complete.
+    return confirm if (listing.total or 0) >= confirm else _COMPLETE
 
 
 def _announcing(listing: Listing) -> Iterator[int]:

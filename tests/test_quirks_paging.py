@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -340,6 +341,39 @@ def test_an_error_on_the_confirming_request_ends_the_listing(status: int) -> Non
 
     assert reading.users == _ids(4)
     assert _starts(fake) == [1, 3, 5]
+
+
+class _ConfirmAnsweredFirst(FakeScim):
+    """Answers the request past the end (startIndex 9) before the last page (8),
+    and a user is added just before the last one in between, as in the fault run
+    (RFC 7644 promises no consistent listing across requests)."""
+
+    def __init__(self, *args: Any, **knobs: Any) -> None:
+        super().__init__(*args, **knobs)
+        self.confirmed = threading.Event()
+
+    def _answer(self, request: RecordedRequest) -> Any:
+        if request.path == "/Users" and _at(8)(request):
+            self.confirmed.wait(5)
+            with self._lock:
+                self.users.insert(7, user("u-new"))
+        answer = super()._answer(request)
+        if request.path == "/Users" and _at(9)(request):
+            self.confirmed.set()
+        return answer
+
+
+def test_a_user_added_while_the_end_is_confirmed_is_not_lost() -> None:
+    # The request that confirms the end goes out with the last pages; answered
+    # before u8 moved past it, it saw nothing there. The later page's larger
+    # totalResults sends the reader on, to u8 (the fault run found u8 missing,
+    # 3 to 8 times in 30 replays, before the fix).
+    with _ConfirmAnsweredFirst(_users(8)) as fake:
+        reading = read_fake(fake, "pageSize=1", "concurrency=4")
+
+    assert fake.confirmed.is_set()
+    assert sorted(reading.users) == sorted([*_ids(8), "u-new"])
+    assert _starts(fake).count(9) == 2  # answered empty, then read again
 
 
 def test_an_error_before_total_results_is_reached_fails() -> None:
