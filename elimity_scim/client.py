@@ -196,7 +196,7 @@ class ScimRetry(Retry):
             seconds = self.get_backoff_time()
         if self.closed is None:
             time.sleep(max(seconds, 0))
-        elif self.closed.wait(max(seconds, 0)) or self.closed.is_set():
+        elif self.closed.wait(max(seconds, 0)):  # True once set, even at 0 s
             raise ClientClosedError
 
     def get_retry_after(self, response: BaseHTTPResponse) -> float | None:
@@ -308,8 +308,6 @@ class ScimClient:
         return self._pool
 
     def _retried(self, status: int | None) -> None:
-        if self._closed.is_set():
-            raise ClientClosedError
         self.stats.count("retries")
         if status in (429, 503):
             self.throttle.overloaded()

@@ -184,10 +184,8 @@ def _users(run: _Run) -> Iterator[Entity]:
         # pages are fetched as the user listing ends, on connections its last
         # pages leave idle. Not earlier: the group listing would then combine
         # pages read far apart in time, of a directory that may have changed.
-        with_members = run.strategy in ("auto", "inline")
-        run.client.prefetch(
-            "Groups", run.group_paging, _group_params(with_members), _GROUP_BUDGET
-        )
+        params = _group_params(_lists_members(run.strategy))
+        run.client.prefetch("Groups", run.group_paging, params, _GROUP_BUDGET)
 
     users = run.client.iter_resources(
         "Users", run.paging, params, seen=seen, near_end=start_groups
@@ -312,7 +310,7 @@ def _note_user_groups(memberships: Memberships, user_id: str, groups: object) ->
 
 
 def _groups(run: _Run) -> list[tuple[str, dict[str, object]]]:
-    if run.strategy in ("auto", "inline"):
+    if _lists_members(run.strategy):
         try:
             groups = _list_groups(run, with_members=True)
         except ScimRequestError as exc:
@@ -397,6 +395,11 @@ def _listed_groups(
                 run.keyless.append(group_id)
         groups.append((group_id, group))
     return groups
+
+
+def _lists_members(strategy: str) -> bool:
+    # Strategies that list groups with their members (the prefetch asks the same).
+    return strategy in ("auto", "inline")
 
 
 def _group_params(with_members: bool) -> Params | None:  # noqa: FBT001
